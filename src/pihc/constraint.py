@@ -1,0 +1,246 @@
+r"""The hard-constraint layer (PI-HC) and its mixture of experts (PI-HC-MoE).
+
+Given a basis ``b`` of shape ``(*grid, N)`` from a network, the layer finds
+weights so that ``u = B w + offset`` (``(B, offset) = pde.parametrise(b)``)
+satisfies the PDE at sampled points.  The grid is cut into
+``K = prod(splits)`` blocks (:func:`~pihc.partition.partition`); expert ``k``
+solves its own problem
+
+.. math::
+    \min_{w_k}\; \frac{\lambda_{pde}}{m} \sum_{j \in S_k} F(\Phi_j w_k + c_j)^2
+      + \frac{\lambda_{ic}}{n_{ic}} \lVert M^{ic}_k (A^{ic} w_k + a^{ic}) \rVert^2
+      + \frac{\lambda_{bc}}{n_{bc}} \lVert M^{bc}_k (A^{bc} w_k + a^{bc}) \rVert^2
+      + \rho^2 \lVert w_k \rVert^2,
+
+where ``S_k`` are ``m`` points drawn without replacement from block ``k``'s
+part of ``pde.residual_domain``, ``Phi_j`` (n_terms x N) are the PDE terms of
+the basis at point ``j`` (computed once per forward pass, reused by every
+solver iteration), ``F = pde.residual`` and the ``M`` masks select the
+initial/boundary rows: all of them for every expert (``rows="global"``, the
+paper's choice) or only those inside block ``k`` (``rows="local"``).  The
+solution on block ``k`` is ``u = B w_k + offset``.  One expert is PI-HC.
+
+The solver is :func:`~pihc.least_squares.least_squares` with a structured
+Jacobian ``J = sum_k diag(dF/dT_k) Phi_k``; experts are ``vmap``-ed (they
+share nothing, so they can be sharded over devices along the expert axis).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from .grid import Grid
+from .least_squares import Solution, least_squares, require_x64
+from .partition import check_splits, partition, unpartition
+from .pdes.base import PDE
+
+__all__ = ["ConstraintWeights", "HardConstraint", "ConstrainedSolution", "linearise"]
+
+
+class ConstraintWeights(eqx.Module):
+    """Weights of the blocks of the constraint problem.
+
+    Each block is a mean of squares, so a weight is independent of how many
+    points or rows the block has.  The blocks' units differ (the PDE residual
+    of diffusion-sorption is ~1e-3 when the initial rows are ~1), so balance
+    them here rather than letting one dominate the fit.
+
+    Attributes:
+        pde: lambda_pde, weight of the mean squared PDE residual.
+        initial: lambda_ic, weight of the mean squared initial-condition rows.
+        boundary: lambda_bc, weight of the mean squared boundary rows.
+        ridge: rho, the ridge rows ``rho * w`` (the paper's 1e-4).
+    """
+
+    pde: float = 1.0
+    initial: float = 1.0
+    boundary: float = 1.0
+    ridge: float = 1e-4
+
+
+class ConstrainedSolution(eqx.Module):
+    """Output of :class:`HardConstraint`.
+
+    Attributes:
+        u: the constrained prediction on the grid.
+        weights: each expert's weights, ``(K, N)``.
+        solution: the solver's :class:`~pihc.least_squares.Solution`, one entry per expert.
+        points: flat indices (within each expert's block) of the sampled points.
+    """
+
+    u: Float[Array, "*grid"]
+    weights: Float[Array, "K N"]
+    solution: Solution
+    points: Int[Array, "K m"]
+
+
+def _affine_parts(f, basis, offset):
+    """Linear part of an affine ``f`` on each basis column, and ``f(offset)``.
+
+    ``f(B w + o) = (f(B_i) - f(0)) w + f(o)`` for affine ``f``.
+    """
+    zero = f(jnp.zeros_like(offset))
+    lin = jax.vmap(f, in_axes=-1, out_axes=-1)(basis)
+    return lin - zero[..., None], f(offset)
+
+
+def linearise(pde: PDE, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"], grid: Grid):
+    """Affine decomposition of the PDE terms and rows for ``u = B w + offset``.
+
+    Returns a dict with ``B`` (*grid, N), ``offset`` (*grid), ``terms``
+    (*grid, n_terms, N), ``terms_offset`` (*grid, n_terms), ``ic`` (n_ic, N),
+    ``ic_offset`` (n_ic,), ``bc`` (n_bc, N), ``bc_offset`` (n_bc,).
+    """
+    B, offset = pde.parametrise(basis, u0, grid)
+    terms, terms_offset = _affine_parts(lambda u: pde.terms(u, grid), B, offset)
+    ic, ic_offset = _affine_parts(lambda u: pde.initial_rows(u, u0, grid), B, offset)
+    bc, bc_offset = _affine_parts(lambda u: pde.boundary_rows(u, grid), B, offset)
+    return dict(B=B, offset=offset, terms=terms, terms_offset=terms_offset,
+                ic=ic, ic_offset=ic_offset, bc=bc, bc_offset=bc_offset)
+
+
+def _row_masks(points: np.ndarray, grid_shape, splits) -> np.ndarray:
+    """(K, n_rows) bool: which expert's block holds each row's grid point."""
+    block = np.array([n // s for n, s in zip(grid_shape, splits)])
+    if points.size == 0:
+        return np.zeros((math.prod(splits), 0), bool)
+    coords = points // block  # block coordinates of each row
+    expert = np.ravel_multi_index(tuple(coords.T), tuple(splits))
+    return expert[None, :] == np.arange(math.prod(splits))[:, None]
+
+
+class HardConstraint(eqx.Module):
+    """PI-HC (one expert) and PI-HC-MoE (``prod(splits)`` experts).
+
+    Args:
+        pde: the :class:`~pihc.pdes.PDE`, with its physical constants.
+        grid: the space-time grid of the basis.
+        splits: experts per grid axis, e.g. ``(1, 4)`` for t1 x4; all ones is
+            PI-HC.
+        n_points: residual points sampled per expert (without replacement).
+        rows: ``"global"``: every expert fits all initial/boundary rows (the
+            paper); ``"local"``: only the rows inside its block.
+        weights: :class:`ConstraintWeights`.
+        max_steps, rtol, atol: Levenberg-Marquardt settings.
+
+    Raises:
+        GridError: ``splits`` does not divide the grid.
+        ValueError: more points asked for than a block's domain holds.
+    """
+
+    pde: PDE
+    grid: Grid = eqx.field(static=True)
+    splits: tuple[int, ...] = eqx.field(static=True)
+    n_points: int = eqx.field(static=True)
+    rows: Literal["global", "local"] = eqx.field(static=True, default="global")
+    weights: ConstraintWeights = eqx.field(static=True, default=ConstraintWeights())
+    max_steps: int = eqx.field(static=True, default=100)
+    rtol: float = eqx.field(static=True, default=1e-8)
+    atol: float = eqx.field(static=True, default=1e-12)
+
+    def __check_init__(self):
+        if self.rows not in ("global", "local"):
+            raise ValueError(f"rows must be 'global' or 'local', got {self.rows!r}")
+        self.pde.check_grid(self.grid)
+        check_splits(self.grid.shape, self.splits, self.grid.names)
+        counts = self.domain_blocks().sum(axis=1)
+        if self.n_points < 1:
+            raise ValueError(f"n_points must be >= 1, got {self.n_points}")
+        if self.n_points > counts.min():
+            raise ValueError(
+                f"{self.n_points} points per expert requested, but expert {int(counts.argmin())}'s"
+                f" block holds only {int(counts.min())} points of the residual domain"
+                f" (grid {self.grid.shape}, splits {self.splits}); ask for at most {int(counts.min())}")
+
+    @property
+    def n_experts(self) -> int:
+        return math.prod(self.splits)
+
+    def domain_blocks(self) -> np.ndarray:
+        """(K, P) bool: the residual domain of each block, flattened."""
+        mask = np.asarray(self.pde.residual_domain(self.grid), bool)
+        return partition(mask, self.splits).reshape(self.n_experts, -1)
+
+    def sample(self, key: PRNGKeyArray) -> Int[Array, "K m"]:
+        """``n_points`` distinct flat indices per block, uniform over its domain."""
+        dom = jnp.asarray(self.domain_blocks())
+        # Uniform scores, -1 outside the domain: the top m are a uniform
+        # sample without replacement from the domain points.
+        scores = jnp.where(dom, jax.random.uniform(key, dom.shape), -1.0)
+        return jax.lax.top_k(scores, self.n_points)[1]
+
+    def __call__(self, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"],
+                 key: PRNGKeyArray, w0: Float[Array, "K N"] | None = None) -> ConstrainedSolution:
+        require_x64()
+        self.grid.check(basis, channels=1, what="basis")
+        basis = basis.astype(jnp.float64)
+        u0 = jnp.asarray(u0, jnp.float64)
+        lin = linearise(self.pde, basis, u0, self.grid)
+        K, N, m = self.n_experts, basis.shape[-1], self.n_points
+        n_terms = lin["terms"].shape[-2]
+        idx = self.sample(key)
+        take = jax.vmap(lambda a, i: a[i])
+        phi = take(partition(lin["terms"], self.splits).reshape(K, -1, n_terms, N), idx)
+        c = take(partition(lin["terms_offset"], self.splits).reshape(K, -1, n_terms), idx)
+        ic_mask, bc_mask = self._masks()
+        args = dict(phi=phi, c=c, ic=lin["ic"], ic_offset=lin["ic_offset"], ic_mask=ic_mask,
+                    bc=lin["bc"], bc_offset=lin["bc_offset"], bc_mask=bc_mask)
+        in_axes = dict(phi=0, c=0, ic=None, ic_offset=None, ic_mask=0, bc=None, bc_offset=None,
+                       bc_mask=0)
+        if w0 is None:
+            w0 = jnp.zeros((K, N), jnp.float64)
+        sol = jax.vmap(self._solve_expert, in_axes=(0, in_axes))(w0, args)
+        blocks = partition(lin["B"], self.splits)  # (K, *block, N)
+        u = unpartition(jnp.einsum("k...n,kn->k...", blocks, sol.value), self.splits) + lin["offset"]
+        return ConstrainedSolution(u=u, weights=sol.value, solution=sol, points=idx)
+
+    def _masks(self):
+        if self.rows == "global":
+            ic = np.ones((self.n_experts, self.pde.initial_row_points(self.grid).shape[0]))
+            bc = np.ones((self.n_experts, self.pde.boundary_row_points(self.grid).shape[0]))
+        else:
+            ic = _row_masks(self.pde.initial_row_points(self.grid), self.grid.shape, self.splits)
+            bc = _row_masks(self.pde.boundary_row_points(self.grid), self.grid.shape, self.splits)
+        return jnp.asarray(ic, jnp.float64), jnp.asarray(bc, jnp.float64)
+
+    def _scales(self, a):
+        wt = self.weights
+        # Each block is a mean of squares over the rows the expert has.
+        s_pde = math.sqrt(wt.pde / self.n_points)
+        s_ic = jnp.sqrt(wt.initial / jnp.maximum(a["ic_mask"].sum(), 1.0)) * a["ic_mask"]
+        s_bc = jnp.sqrt(wt.boundary / jnp.maximum(a["bc_mask"].sum(), 1.0)) * a["bc_mask"]
+        return s_pde, s_ic, s_bc
+
+    def residual(self, w: Float[Array, " N"], a: dict) -> Float[Array, " rows"]:
+        """The stacked, weighted residual of one expert (what LM minimises)."""
+        s_pde, s_ic, s_bc = self._scales(a)
+        T = jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"]
+        return jnp.concatenate([
+            s_pde * self.pde.residual(T),
+            s_ic * (a["ic"] @ w + a["ic_offset"]),
+            s_bc * (a["bc"] @ w + a["bc_offset"]),
+            self.weights.ridge * w,
+        ])
+
+    def residual_and_jac(self, w: Float[Array, " N"], a: dict):
+        """Residual and its Jacobian ``J = sum_t diag(dF/dT_t) Phi_t`` (structured)."""
+        s_pde, s_ic, s_bc = self._scales(a)
+        T = jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"]
+        F, dF = jax.vmap(jax.value_and_grad(self.pde.residual))(T)  # (m,), (m, n_terms)
+        J_pde = s_pde * jnp.einsum("mt,mtn->mn", dF, a["phi"])
+        r = jnp.concatenate([s_pde * F, s_ic * (a["ic"] @ w + a["ic_offset"]),
+                             s_bc * (a["bc"] @ w + a["bc_offset"]), self.weights.ridge * w])
+        J = jnp.concatenate([J_pde, s_ic[:, None] * a["ic"], s_bc[:, None] * a["bc"],
+                             self.weights.ridge * jnp.eye(w.shape[0], dtype=w.dtype)])
+        return r, J
+
+    def _solve_expert(self, w0, a) -> Solution:
+        return least_squares(self.residual, w0, a, max_steps=self.max_steps, rtol=self.rtol,
+                             atol=self.atol, jac=self.residual_and_jac)
