@@ -1,0 +1,1 @@
+"""Training harness: configs, run directories, the trainer (imports the core, never the reverse)."""

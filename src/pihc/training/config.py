@@ -1,0 +1,222 @@
+"""One source of configuration: frozen dataclasses, loaded from YAML.
+
+Unknown keys are errors; ``--set a.b=value`` overrides parse ``value`` as
+YAML.  The resolved config is saved beside every run (``config.yaml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    """How to make the dataset when its file is missing (``pihc generate``)."""
+
+    samples: int = 1000
+    nx: int = 1024
+    nt: int = 101
+    seed: int = 0
+    ic: str = "pdebench"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The dataset and the model's grid.
+
+    ``path`` is relative to the working directory.  Data on a finer grid that
+    is an integer multiple of ``(nt, nx)`` is subsampled.  The last
+    ``test_samples`` samples are held out (PDEBench's file: seeds 9000-9999).
+    """
+
+    path: str = "data/diffusion-sorption.h5"
+    generate: GeneratorConfig = GeneratorConfig()
+    nt: int = 101
+    nx: int = 1024
+    train_samples: int | None = None
+    test_samples: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Backbone and method: ``method`` is ``sc``, ``hc`` or ``moe``."""
+
+    method: str = "moe"
+    width: int = 64
+    modes: tuple[int, ...] = (8, 8)
+    layers: int = 5
+    n_basis: int = 16
+    padding: tuple[int, ...] = (0, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstraintConfig:
+    """The hard-constraint layer (ignored by ``sc``; ``splits`` only by ``moe``)."""
+
+    splits: tuple[int, ...] = (1, 4)
+    n_points: int = 20000
+    rows: str = "global"
+    pde_weight: float = 1.0
+    initial_weight: float = 1.0
+    boundary_weight: float = 1.0
+    ridge: float = 1e-4
+    max_steps: int = 100
+    rtol: float = 1e-6
+    atol: float = 1e-10
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Weights of the training loss on the full grid."""
+
+    pde: float = 1.0
+    initial: float = 1.0
+    boundary: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Adam with gradient clipping; lr halves every ``decay_every`` steps to ``min_lr``."""
+
+    lr: float = 1e-3
+    decay_every: int = 800
+    decay_rate: float = 0.5
+    min_lr: float = 1e-4
+    clip: float = 1.0
+    batch: int = 6
+    steps: int = 4000
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    checkpoint_every: int = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    problem: str = "diffusion-sorption"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    constraint: ConstraintConfig = ConstraintConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    run: RunConfig = RunConfig()
+
+
+def _coerce(tp, value, where: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (inner, _) = typing.get_args(tp)
+        return tuple(_coerce(inner, v, where) for v in value)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value, where)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls, d: dict, where: str = "config"):
+    """Build dataclass ``cls`` from a nested dict; unknown keys are errors."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys are {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = to_dict(v) if dataclasses.is_dataclass(v) else (list(v) if isinstance(v, tuple) else v)
+    return out
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict."""
+    import copy
+
+    d = copy.deepcopy(d)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = d
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return d
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
+    d: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        d = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(d, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping")
+    d = apply_overrides(d, list(overrides))
+    cfg = from_dict(Config, d)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Checks that need no data or compute (the rest happens when the model is built)."""
+    if cfg.model.method not in ("sc", "hc", "moe"):
+        raise ConfigError(f"model.method must be 'sc', 'hc' or 'moe', got {cfg.model.method!r}")
+    if cfg.constraint.rows not in ("global", "local"):
+        raise ConfigError(f"constraint.rows must be 'global' or 'local', got {cfg.constraint.rows!r}")
+    for name, v in [("optim.batch", cfg.optim.batch), ("optim.steps", cfg.optim.steps),
+                    ("run.checkpoint_every", cfg.run.checkpoint_every),
+                    ("model.n_basis", cfg.model.n_basis), ("model.width", cfg.model.width),
+                    ("model.layers", cfg.model.layers), ("constraint.n_points", cfg.constraint.n_points)]:
+        if v < 1:
+            raise ConfigError(f"{name} must be >= 1, got {v}")
+    if len(cfg.model.modes) != 2 or len(cfg.model.padding) != 2:
+        raise ConfigError("model.modes and model.padding need one entry per grid axis (t, x)")
+    if cfg.data.test_samples < 1:
+        raise ConfigError("data.test_samples must be >= 1")
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    from .io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,144 @@
+"""Evaluation of a trained run against the numerical solution.
+
+Metrics (all on the model's grid, over the held-out samples):
+
+* ``rel_l2_mean`` / ``rel_l2_std``: ``||u - u_true||_2 / ||u_true||_2`` per sample.
+* ``rel_l2_over_time``: the same per time step (mean over samples).
+* ``residual``: mean squared PDE residual of the prediction on the whole grid,
+  and the mean squared initial / boundary rows.
+* ``experts``: per expert, the constraint residual norm and solver
+  iterations (mean over samples) and the number of failed solves.
+* ``seams``: mean |PDE residual| within ``seam_width`` points of a boundary
+  between experts against the mean elsewhere (independent experts can leave
+  jumps at their seams).
+* ``timing``: inference seconds per sample (batched, compiled) against the
+  numerical solver's seconds per sample at the data's resolution.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..grid import Grid
+from ..losses import physics_loss
+from .config import Config
+from .io import MetricsLog, atomic_write_text
+from .problems import get_problem
+from .trainer import PreparedData, load_fields, load_run
+
+
+def seam_mask(grid: Grid, splits, width: int) -> np.ndarray:
+    """Points within ``width`` grid points of an interior boundary between experts."""
+    mask = np.zeros(grid.shape, bool)
+    for d, (n, s) in enumerate(zip(grid.shape, splits)):
+        b = n // s
+        near = np.zeros(n, bool)
+        for j in range(1, s):
+            near[max(j * b - width, 0): j * b + width] = True
+        shape = [1] * grid.ndim
+        shape[d] = n
+        mask |= near.reshape(shape)
+    return mask
+
+
+def predict(model, u0: np.ndarray, seed: int = 0, chunk: int = 8):
+    """Predictions for a stack of initial conditions, compiled once, in chunks."""
+    f = jax.jit(jax.vmap(lambda a, k: model(a, k)))
+    outs = []
+    for i in range(0, len(u0), chunk):
+        part = jnp.asarray(u0[i:i + chunk])
+        keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), i), len(part))
+        outs.append(jax.device_get(f(part, keys)))
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+
+
+def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str | Path | None = None,
+             n_samples: int | None = None, seam_width: int = 3, plots: bool = True,
+             log: Callable[[str], None] = print) -> dict:
+    """Evaluate a run; write ``evaluation.json`` (or ``json_out``) and PNG plots."""
+    run_dir = Path(run_dir)
+    cfg, data, model, meta = load_run(run_dir, log)
+    if data_path is not None:
+        data = _other_data(cfg, data, data_path)
+    idx = data.test_idx if n_samples is None else data.test_idx[:n_samples]
+    truth = load_fields(cfg, data, idx)
+    u0 = truth[:, 0]
+    grid, pde = data.grid, data.pde
+
+    pred = predict(model, u0, cfg.run.seed)  # compile + run
+    t0 = time.perf_counter()
+    pred = predict(model, u0, cfg.run.seed)
+    infer_s = (time.perf_counter() - t0) / len(u0)
+    u = np.asarray(pred.u)
+
+    err = u - truth
+    axes = tuple(range(1, u.ndim))
+    rel = np.sqrt((err ** 2).sum(axes)) / np.sqrt((truth ** 2).sum(axes))
+    space = tuple(range(2, u.ndim))
+    rel_t = np.sqrt((err ** 2).sum(space)) / np.maximum(np.sqrt((truth ** 2).sum(space)), 1e-30)
+
+    res = jax.jit(jax.vmap(lambda v, a: pde.residual(pde.terms(v, grid))))(u, u0)
+    res = np.asarray(res)
+    parts = jax.jit(jax.vmap(lambda v, a: physics_loss(pde, v, a, grid)[1]))(u, u0)
+    domain = np.asarray(pde.residual_domain(grid))
+    splits = getattr(getattr(model, "constraint", None), "splits", (1,) * grid.ndim)
+    seams = seam_mask(grid, splits, seam_width) & domain
+    inner = ~seams & domain
+    out = {
+        "run": str(run_dir), "step": meta["step"], "method": cfg.model.method,
+        "data": data.path, "samples": int(len(idx)), "grid": list(grid.shape),
+        "rel_l2_mean": float(rel.mean()), "rel_l2_std": float(rel.std()),
+        "rel_l2_median": float(np.median(rel)), "rel_l2_max": float(rel.max()),
+        "rel_l2_over_time": rel_t.mean(0).tolist(),
+        "residual": {k: float(np.mean(v)) for k, v in parts.items()},
+        "seams": {"width": seam_width, "splits": list(splits),
+                  "mean_abs_residual_near_seams": float(np.abs(res)[:, seams].mean()) if seams.any() else None,
+                  "mean_abs_residual_interior": float(np.abs(res)[:, inner].mean())},
+        "timing": {"inference_s_per_sample": infer_s},
+    }
+    if pred.constrained is not None:
+        sol = pred.constrained.solution
+        out["experts"] = {
+            "residual_norm_mean": np.asarray(sol.residual_norm).mean(0).tolist(),
+            "solver_steps_mean": np.asarray(sol.num_steps).mean(0).tolist(),
+            "solver_steps_max": np.asarray(sol.num_steps).max(0).tolist(),
+            "failed_solves": np.asarray(sol.status != 0).sum(0).tolist(),
+        }
+    out["timing"].update(_solver_timing(cfg, data, u0))
+    target = Path(json_out) if json_out is not None else run_dir / "evaluation.json"
+    atomic_write_text(target, json.dumps(out, indent=2))
+    if plots:
+        from .plots import plot_run
+
+        plot_run(run_dir / "plots", grid, truth, u, rel_t, MetricsLog(run_dir / "metrics.jsonl").read(),
+                 out.get("experts"), res)
+    return out
+
+
+def _other_data(cfg: Config, data: PreparedData, path: str) -> PreparedData:
+    ds = get_problem(cfg.problem).open(Path(path))
+    ds.grid.factors_to(data.grid)  # refuses data that is not an integer multiple of the model grid
+    n = len(ds.samples)
+    n_test = min(cfg.data.test_samples, n)
+    return PreparedData(ds.pde, data.grid, ds.grid, str(path), np.arange(0), np.arange(n - n_test, n))
+
+
+def _solver_timing(cfg: Config, data: PreparedData, u0: np.ndarray, n: int = 8) -> dict:
+    """Seconds per sample of the numerical solver at the data's resolution."""
+    problem = get_problem(cfg.problem)
+    if problem.solve is None:
+        return {}
+    ds = problem.open(Path(data.path))
+    u0_fine = ds.load(np.asarray(data.test_idx[:n]))[:, 0]
+    problem.solve(u0_fine, ds.pde, data.data_grid)  # compile
+    t0 = time.perf_counter()
+    problem.solve(u0_fine, ds.pde, data.data_grid)
+    s = (time.perf_counter() - t0) / len(u0_fine)
+    return {"numerical_solver_s_per_sample": s, "numerical_solver_grid": list(data.data_grid.shape)}

@@ -1,0 +1,68 @@
+"""Registry of problems the harness knows: how to open, generate and grid their data.
+
+A problem is looked up by the config's ``problem`` key; the core (PDEs,
+solver, experts) never sees these names.  Register your own with
+:func:`register_problem`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+from ..grid import Grid
+from .config import ConfigError, GeneratorConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """How the harness handles one problem's data.
+
+    Attributes:
+        open: ``path -> dataset`` with ``.pde``, ``.grid``, ``.samples`` and ``.load(indices)``.
+        generate: ``(path, GeneratorConfig) -> path``: writes the dataset file.
+        grid: ``(nt, nx) -> Grid``: the model grid of a config.
+        solve: optional ``(u0 (n, *space), pde, grid) -> (n, *grid)``, the
+            numerical solver (timed by the evaluation against inference).
+    """
+
+    open: Callable[[Path], Any]
+    generate: Callable[[Path, GeneratorConfig], Path]
+    grid: Callable[[int, int], Grid]
+    solve: Callable | None = None
+
+
+def _ds_open(path):
+    from ..data.hdf5 import open_dataset
+
+    return open_dataset(path)
+
+
+def _ds_generate(path, g: GeneratorConfig):
+    from ..data.diffusion_sorption import generate_diffusion_sorption
+
+    return generate_diffusion_sorption(path, samples=g.samples, nx=g.nx, nt=g.nt, seed=g.seed, ic=g.ic)
+
+
+def _ds_grid(nt, nx):
+    from ..pdes.diffusion_sorption import diffusion_sorption_grid
+
+    return diffusion_sorption_grid(nt, nx)
+
+
+_PROBLEMS: dict[str, Problem] = {
+    "diffusion-sorption": Problem(open=_ds_open, generate=_ds_generate, grid=_ds_grid),
+}
+
+
+def register_problem(name: str, problem: Problem) -> None:
+    """Make ``problem`` available to configs as ``problem: name``."""
+    _PROBLEMS[name] = problem
+
+
+def get_problem(name: str) -> Problem:
+    try:
+        return _PROBLEMS[name]
+    except KeyError:
+        raise ConfigError(f"unknown problem {name!r}; known: {sorted(_PROBLEMS)}") from None

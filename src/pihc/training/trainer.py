@@ -1,0 +1,257 @@
+"""The trainer: data preparation, model construction, the training loop, resume.
+
+A run directory holds ``config.yaml`` (resolved), ``checkpoint.eqx`` (model
+and optimiser state, written atomically every ``run.checkpoint_every`` steps
+and at the end), ``metrics.jsonl`` (one line per step) and ``run.json``
+(package version, seeds, data file).
+
+Every step's batch and solver key are functions of ``(run.seed, step)``
+only, so ``resume`` continues exactly where a run stopped: the final
+parameters equal those of an uninterrupted run.
+
+Solves that fail (``Solution.status != 0``) are counted in the metrics
+(``failed_solves``) and their samples are left out of that step's loss and
+gradient; they are never used as if converged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .. import __version__
+from ..constraint import ConstraintWeights, HardConstraint
+from ..grid import Grid
+from ..least_squares import require_x64
+from ..losses import LossWeights, physics_loss
+from ..models.fno import FNO
+from ..models.methods import PIHC, PISC, PIHCMoE
+from ..pdes.base import PDE
+from .config import Config, ConfigError, save_config, to_dict
+from .io import MetricsLog, atomic_write_text, load_checkpoint, save_checkpoint
+from .problems import get_problem
+
+CHECKPOINT = "checkpoint.eqx"
+
+
+def check_modes(modes, grid: Grid) -> None:
+    """Fourier modes must fit the grid: 2 m <= n on leading axes, m <= n // 2 + 1 on the last."""
+    for d, (m, a) in enumerate(zip(modes, grid.axes)):
+        limit = a.n // 2 + 1 if d == grid.ndim - 1 else a.n // 2
+        if m < 1 or m > limit:
+            raise ConfigError(f"model.modes[{d}] = {m} on axis {a.name!r} with {a.n} points;"
+                              f" it must be between 1 and {limit}")
+
+
+def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
+    """The configured method on ``grid`` (raises ConfigError/GridError before any compute)."""
+    check_modes(cfg.model.modes, grid)
+    mc, cc = cfg.model, cfg.constraint
+    out = 1 if mc.method == "sc" else mc.n_basis
+    backbone = FNO(grid.ndim + 1, out, width=mc.width, modes=tuple(mc.modes), n_layers=mc.layers,
+                   padding=tuple(mc.padding), key=key)
+    if mc.method == "sc":
+        return PISC(backbone, pde, grid)
+    splits = tuple(cc.splits) if mc.method == "moe" else (1,) * grid.ndim
+    if len(splits) != grid.ndim:
+        raise ConfigError(f"constraint.splits {splits} needs one entry per grid axis {grid.names}")
+    constraint = HardConstraint(
+        pde, grid, splits, cc.n_points, rows=cc.rows,
+        weights=ConstraintWeights(cc.pde_weight, cc.initial_weight, cc.boundary_weight, cc.ridge),
+        max_steps=cc.max_steps, rtol=cc.rtol, atol=cc.atol)
+    return (PIHCMoE if mc.method == "moe" else PIHC)(backbone, constraint)
+
+
+def make_optimizer(cfg: Config) -> optax.GradientTransformation:
+    o = cfg.optim
+    schedule = optax.exponential_decay(o.lr, o.decay_every, o.decay_rate, staircase=True,
+                                       end_value=o.min_lr)
+    return optax.chain(optax.clip_by_global_norm(o.clip), optax.adam(schedule))
+
+
+class PreparedData(eqx.Module):
+    """Everything the trainer and evaluator need from the dataset."""
+
+    pde: PDE
+    grid: Grid = eqx.field(static=True)
+    data_grid: Grid = eqx.field(static=True)
+    path: str = eqx.field(static=True)
+    train_idx: np.ndarray = eqx.field(static=True)
+    test_idx: np.ndarray = eqx.field(static=True)
+
+
+def prepare_data(cfg: Config, log: Callable[[str], None] = print) -> PreparedData:
+    """Open (or generate, when missing) the configured dataset and split it."""
+    problem = get_problem(cfg.problem)
+    path = Path(cfg.data.path)
+    if not path.exists():
+        g = cfg.data.generate
+        log(f"data file {path} not found: generating it ({g.samples} samples at {g.nt} x {g.nx},"
+            f" seed {g.seed}, ic {g.ic!r})")
+        problem.generate(path, g)
+    ds = problem.open(path)
+    grid = problem.grid(cfg.data.nt, cfg.data.nx)
+    ds.grid.factors_to(grid)  # raises a GridError naming the axis if not an integer multiple
+    n = len(ds.samples)
+    n_test = cfg.data.test_samples
+    n_train = cfg.data.train_samples if cfg.data.train_samples is not None else n - n_test
+    if n_test + n_train > n:
+        raise ConfigError(f"{path} has {n} samples; {n_train} train + {n_test} test requested")
+    test_idx = np.arange(n - n_test, n)
+    train_idx = np.arange(0, n_train)
+    return PreparedData(ds.pde, grid, ds.grid, str(path), train_idx, test_idx)
+
+
+def load_fields(cfg: Config, data: PreparedData, indices) -> np.ndarray:
+    """Solutions of the given samples restricted to the model grid: (n, *grid)."""
+    ds = get_problem(cfg.problem).open(Path(data.path))
+    u = ds.load(np.asarray(indices))
+    factors = data.data_grid.factors_to(data.grid)
+    return np.stack([data.data_grid.restrict(v, factors) for v in u])
+
+
+def load_initial(cfg: Config, data: PreparedData, indices) -> np.ndarray:
+    """Initial conditions of the given samples on the model grid: (n, *space)."""
+    return load_fields(cfg, data, indices)[:, 0]
+
+
+def _batch_loss(model, u0, keys, pde, grid, weights):
+    pred = jax.vmap(lambda a, k: model(a, k))(u0, keys)
+    if pred.constrained is not None:
+        status = pred.constrained.solution.status  # (B, K)
+        ok = jnp.all(status == 0, axis=-1)
+        steps = pred.constrained.solution.num_steps
+    else:
+        ok = jnp.ones(u0.shape[0], bool)
+        steps = jnp.zeros((u0.shape[0], 1), jnp.int32)
+    # Failed solves: replace u by zeros before the loss, so no NaN/Inf from
+    # them reaches the gradient (a where after the loss would still
+    # propagate 0 * NaN), and weight them out.
+    u = jnp.where(ok.reshape((-1,) + (1,) * (pred.u.ndim - 1)), pred.u, 0.0)
+    losses, parts = jax.vmap(lambda v, a: physics_loss(pde, v, a, grid, weights))(u, u0)
+    n_ok = jnp.sum(ok)
+    w = ok / jnp.maximum(n_ok, 1)
+    loss = jnp.sum(w * losses)
+    aux = {"loss": loss, "pde": jnp.sum(w * parts["pde"]), "initial": jnp.sum(w * parts["initial"]),
+           "boundary": jnp.sum(w * parts["boundary"]), "failed_solves": jnp.sum(~ok),
+           "solver_steps_mean": jnp.mean(steps), "solver_steps_max": jnp.max(steps)}
+    return loss, aux
+
+
+def make_step(cfg: Config, optimizer, pde: PDE, grid: Grid):
+    weights = LossWeights(cfg.loss.pde, cfg.loss.initial, cfg.loss.boundary)
+
+    @eqx.filter_jit
+    def step(model, opt_state, u0, keys):
+        (_, aux), grads = eqx.filter_value_and_grad(_batch_loss, has_aux=True)(
+            model, u0, keys, pde, grid, weights)
+        params = eqx.filter(model, eqx.is_inexact_array)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        model = eqx.apply_updates(model, updates)
+        aux["grad_norm"] = optax.global_norm(grads)
+        return model, opt_state, aux
+
+    return step
+
+
+def step_inputs(cfg: Config, step: int, n_train: int):
+    """The batch indices and solver keys of ``step``: a function of (seed, step) only."""
+    key = jax.random.fold_in(jax.random.key(cfg.run.seed), step)
+    k_batch, k_solve = jax.random.split(key)
+    B = cfg.optim.batch
+    idx = jax.random.choice(k_batch, n_train, (B,), replace=n_train < B)
+    return np.asarray(idx), jax.random.split(k_solve, B)
+
+
+def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, resume: bool = False,
+          progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """Train ``cfg`` into ``run_dir``; ``resume`` continues from its checkpoint.
+
+    ``max_steps`` stops early (at most ``cfg.optim.steps``); the learning-rate
+    schedule is that of the full ``cfg.optim.steps`` run either way, so an
+    interrupted run resumed later ends where an uninterrupted one does.
+    """
+    require_x64()
+    run_dir = Path(run_dir)
+    data = prepare_data(cfg, log)
+    model = build_model(cfg, data.pde, data.grid, jax.random.key(cfg.run.seed + 1))
+    optimizer = make_optimizer(cfg)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    ckpt = run_dir / CHECKPOINT
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    start = 0
+    if resume:
+        (model, opt_state), meta = load_checkpoint(ckpt, (model, opt_state))
+        start = meta["step"]
+        metrics.truncate_after(start)
+        log(f"resuming {run_dir} from step {start}")
+    else:
+        if ckpt.exists():
+            raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it or"
+                                  " choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        atomic_write_text(run_dir / "run.json", json.dumps({
+            "pihc_version": __version__, "jax_version": jax.__version__, "seed": cfg.run.seed,
+            "data": data.path, "train_samples": len(data.train_idx),
+            "test_samples": len(data.test_idx), "grid": data.grid.to_dict(),
+            "config": to_dict(cfg)}, indent=2))
+        metrics.truncate_after(-1)
+    u0_train = jnp.asarray(load_initial(cfg, data, data.train_idx))
+    end = cfg.optim.steps if max_steps is None else min(cfg.optim.steps, start + max_steps)
+    step_fn = make_step(cfg, optimizer, data.pde, data.grid)
+    schedule = optax.exponential_decay(cfg.optim.lr, cfg.optim.decay_every, cfg.optim.decay_rate,
+                                       staircase=True, end_value=cfg.optim.min_lr)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=end, initial=start, desc=f"train {cfg.model.method}", dynamic_ncols=True)
+    for step in range(start, end):
+        idx, keys = step_inputs(cfg, step, len(data.train_idx))
+        t0 = time.perf_counter()
+        model, opt_state, aux = step_fn(model, opt_state, u0_train[idx], keys)
+        aux = jax.device_get(aux)
+        dt = time.perf_counter() - t0
+        rec = {"step": step + 1, "step_time_s": dt, "lr": float(schedule(step))}
+        rec.update({k: (int(v) if np.issubdtype(np.asarray(v).dtype, np.integer) else float(v))
+                    for k, v in aux.items()})
+        if not math.isfinite(rec["loss"]):
+            save_checkpoint(ckpt, (model, opt_state), {"step": step})
+            raise FloatingPointError(f"loss is {rec['loss']} at step {step + 1}; the last finite state"
+                                     f" is in {ckpt}")
+        metrics.append(rec)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec['loss']:.3e}", res=f"{rec['pde']:.2e}",
+                            it=f"{rec['solver_steps_mean']:.1f}", failed=rec["failed_solves"])
+        if (step + 1) % cfg.run.checkpoint_every == 0 or step + 1 == end:
+            save_checkpoint(ckpt, (model, opt_state), {"step": step + 1})
+    if bar is not None:
+        bar.close()
+    return run_dir
+
+
+def load_run(run_dir: str | Path, log: Callable[[str], None] = print):
+    """``(cfg, data, model, meta)`` of a trained run directory."""
+    from .config import load_config
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = load_config(run_dir / "config.yaml")
+    data = prepare_data(cfg, log)
+    model = build_model(cfg, data.pde, data.grid, jax.random.key(cfg.run.seed + 1))
+    optimizer = make_optimizer(cfg)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    (model, _), meta = load_checkpoint(run_dir / CHECKPOINT, (model, opt_state))
+    return cfg, data, model, meta

@@ -1,0 +1,142 @@
+"""least_squares against lstsq, scipy, finite differences and unrolled autodiff."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+from pihc.least_squares import RESULTS, PrecisionError, least_squares
+
+TIGHT = dict(rtol=1e-13, atol=1e-15, max_steps=200)
+
+
+def _exp_fit(w, a):
+    t, y = a
+    return w[0] * jnp.exp(-w[1] * t) + w[2] * t ** 2 - y
+
+
+def _exp_data(seed=0):
+    rng = np.random.default_rng(seed)
+    t = jnp.linspace(0.0, 2.0, 60)
+    y = 2.0 * jnp.exp(-1.3 * t) + 0.1 * t ** 2 + 0.05 * jnp.asarray(rng.normal(size=60))
+    return t, y
+
+
+def _rosenbrock(w, a):
+    return jnp.stack([a * (w[1] - w[0] ** 2), 1.0 - w[0]])
+
+
+def test_linear_with_ridge_matches_lstsq():
+    rng = np.random.default_rng(1)
+    A, b, rho = rng.normal(size=(80, 7)), rng.normal(size=80), 0.3
+    fn = lambda w, a: jnp.concatenate([a[0] @ w - a[1], rho * w])  # noqa: E731
+    sol = least_squares(fn, jnp.zeros(7), (jnp.asarray(A), jnp.asarray(b)), **TIGHT)
+    ref = np.linalg.lstsq(np.vstack([A, rho * np.eye(7)]), np.concatenate([b, np.zeros(7)]), rcond=None)[0]
+    assert sol.converged
+    np.testing.assert_allclose(sol.value, ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sol.residual_norm, np.linalg.norm(np.vstack([A, rho * np.eye(7)]) @ ref
+                                                                  - np.concatenate([b, np.zeros(7)])), rtol=1e-10)
+
+
+@pytest.mark.parametrize("problem", ["exp", "rosenbrock"])
+def test_nonlinear_matches_scipy(problem):
+    if problem == "exp":
+        fn, args, w0 = _exp_fit, _exp_data(), np.array([1.0, 0.0, 0.0])
+    else:
+        fn, args, w0 = _rosenbrock, 10.0, np.array([-1.2, 1.0])
+    sol = least_squares(fn, jnp.asarray(w0), args, **TIGHT)
+    ref = scipy.optimize.least_squares(lambda w: np.asarray(fn(jnp.asarray(w), args)), w0,
+                                       xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    assert sol.converged
+    np.testing.assert_allclose(sol.value, ref.x, rtol=1e-8, atol=1e-10)
+
+
+def test_implicit_gradient_matches_finite_differences():
+    t, y = _exp_data()
+
+    def loss(y):
+        w = least_squares(_exp_fit, jnp.array([1.0, 0.0, 0.0]), (t, y), **TIGHT).value
+        return jnp.sum(jnp.sin(w))
+
+    g = jax.grad(loss)(y)
+    eps = 1e-4
+    for i in [0, 7, 31, 59]:
+        fd = (loss(y.at[i].add(eps)) - loss(y.at[i].add(-eps))) / (2 * eps)
+        assert abs(g[i] - fd) <= 1e-5 * abs(fd) + 1e-9, (i, g[i], fd)
+
+
+def test_implicit_gradient_matches_unrolled_autodiff():
+    """Differentiate through 60 plain Gauss-Newton iterations: an independent route."""
+    t, y = _exp_data(3)
+
+    def unrolled(y):
+        def body(_, w):
+            r, J = _exp_fit(w, (t, y)), jax.jacfwd(_exp_fit)(w, (t, y))
+            return w - jnp.linalg.solve(J.T @ J, J.T @ r)
+        w0 = least_squares(_exp_fit, jnp.array([1.0, 0.0, 0.0]), (t, jax.lax.stop_gradient(y))).value
+        return jnp.sum(jax.lax.fori_loop(0, 60, body, jax.lax.stop_gradient(w0)) ** 2)
+
+    def implicit(y):
+        return jnp.sum(least_squares(_exp_fit, jnp.array([1.0, 0.0, 0.0]), (t, y), **TIGHT).value ** 2)
+
+    np.testing.assert_allclose(jax.grad(implicit)(y), jax.grad(unrolled)(y), rtol=1e-7, atol=1e-10)
+
+
+def test_gradient_with_respect_to_closed_over_and_scalar_args():
+    t, y = _exp_data(4)
+    scale = 1.7
+
+    def loss(s):
+        fn = lambda w, a: _exp_fit(w, (t, s * y))  # noqa: E731  (closes over a traced value)
+        return least_squares(fn, jnp.array([1.0, 0.0, 0.0]), None, **TIGHT).value[0]
+
+    eps = 1e-5
+    fd = (loss(scale + eps) - loss(scale - eps)) / (2 * eps)
+    np.testing.assert_allclose(jax.grad(loss)(scale), fd, rtol=1e-6)
+
+
+def test_vmap_matches_loop_and_jit():
+    t, y = _exp_data(5)
+    ys = jnp.stack([y, 1.5 * y, y + 0.1])
+    f = jax.jit(jax.vmap(lambda yy: least_squares(_exp_fit, jnp.array([1.0, 0.0, 0.0]), (t, yy), **TIGHT)))
+    batched = f(ys)
+    for i in range(3):
+        single = least_squares(_exp_fit, jnp.array([1.0, 0.0, 0.0]), (t, ys[i]), **TIGHT)
+        np.testing.assert_allclose(batched.value[i], single.value, rtol=1e-10)
+        assert int(batched.num_steps[i]) == int(single.num_steps)
+
+
+def test_structured_jacobian_gives_same_solution():
+    t, y = _exp_data(6)
+
+    def jac(w, a):
+        return _exp_fit(w, a), jax.jacrev(_exp_fit)(w, a)
+
+    a = least_squares(_exp_fit, jnp.array([1.0, 0.0, 0.0]), (t, y), **TIGHT)
+    b = least_squares(_exp_fit, jnp.array([1.0, 0.0, 0.0]), (t, y), jac=jac, **TIGHT)
+    np.testing.assert_allclose(a.value, b.value, rtol=1e-12)
+
+
+def test_not_converged_is_reported_and_has_no_gradient():
+    t, y = _exp_data(7)
+    sol = least_squares(_exp_fit, jnp.array([1.0, 0.0, 0.0]), (t, y), max_steps=1)
+    assert int(sol.status) == RESULTS.max_steps_reached and not bool(sol.converged)
+    g = jax.grad(lambda yy: least_squares(_exp_fit, jnp.array([1.0, 0.0, 0.0]), (t, yy),
+                                          max_steps=1).value.sum())(y)
+    assert np.all(np.asarray(g) == 0.0)
+
+
+def test_nonfinite_input_gives_status_and_finite_gradient():
+    t, y = _exp_data(8)
+    y_bad = y.at[3].set(jnp.nan)
+    sol = least_squares(_exp_fit, jnp.array([1.0, 0.0, 0.0]), (t, y_bad))
+    assert int(sol.status) == RESULTS.nonfinite
+    assert "NaN" in RESULTS(int(sol.status)).message
+    g = jax.grad(lambda yy: least_squares(_exp_fit, jnp.array([1.0, 0.0, 0.0]), (t, yy)).value.sum())(y_bad)
+    assert np.all(np.isfinite(np.asarray(g)))
+
+
+def test_float32_is_refused():
+    with pytest.raises(PrecisionError, match="float64"):
+        least_squares(_exp_fit, jnp.zeros(3, jnp.float32), _exp_data())
