@@ -216,14 +216,17 @@ def test_boundary_rows_vanish_on_quadratic_matching_the_ghosts():
 
 
 def _smooth_satisfying_ghosts(x, dx, pde):
-    """h(x) + alpha (x + dx/2) with h = bv + sin(3 (x + dx/2)) + (x + dx/2)^2 ...
+    """h(x) + alpha s with s = x + dx/2 and h = bv + sin(3 s) + s^2 cos(s) / 2.
 
     h(-dx/2) = bv; alpha makes f(1 + dx/2) = D (f(x_{n-2}) - f(x_{n-1})) / dx.
     The linear correction is extrapolated exactly, so the rows are the
     quadratic-extrapolation error of a smooth function: O(dx^3).
     """
-    s = lambda y: y + dx / 2  # noqa: E731
-    h = lambda y: pde.boundary_value + np.sin(3 * s(y)) + 0.5 * s(y) ** 2 * np.cos(s(y))  # noqa: E731
+    def s(y):
+        return y + dx / 2
+
+    def h(y):
+        return pde.boundary_value + np.sin(3 * s(y)) + 0.5 * s(y) ** 2 * np.cos(s(y))
     xr = x[-1] + dx
     Dd = pde.diffusivity / dx
     alpha = (Dd * (h(x[-2]) - h(x[-1])) - h(xr)) / (s(xr) - Dd * (s(x[-2]) - s(x[-1])))
@@ -266,7 +269,8 @@ def test_row_points_index_the_grid_points_each_row_reads():
     np.testing.assert_array_equal(pts[4:], [[1, 7], [2, 7], [3, 7], [4, 7]])
     rows = np.asarray(pde.boundary_rows(u, grid))
     jac = np.asarray(jax.jacfwd(lambda w: pde.boundary_rows(w, grid))(u))
-    un, dx, Dc, bv = np.asarray(u), grid.spacing("x"), PARAMS["diffusivity"], PARAMS["boundary_value"]
+    un, dx = np.asarray(u), grid.spacing("x")
+    Dc, bv = PARAMS["diffusivity"], PARAMS["boundary_value"]
     for r, (ti, xi) in enumerate(pts):
         support = np.argwhere(jac[r] != 0)
         assert set(support[:, 0]) == {ti}                 # only the row's own time
@@ -299,7 +303,8 @@ def test_retardation_equals_formula_and_is_finite_for_negative_u():
     # finite derivatives on both sides; the analytic one for u > 0
     dR = jax.vmap(jax.grad(pde.retardation))(jnp.asarray([-0.5, 0.2]))
     assert np.all(np.isfinite(dR)) and dR[0] == 0.0
-    expected = coeff * (p["freundlich_n"] - 1) * (0.2 + p["regularisation"]) ** (p["freundlich_n"] - 2)
+    nf = p["freundlich_n"]
+    expected = coeff * (nf - 1) * (0.2 + p["regularisation"]) ** (nf - 2)
     assert float(dR[1]) == pytest.approx(expected, rel=1e-12)
 
 

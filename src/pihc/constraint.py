@@ -129,6 +129,12 @@ class HardConstraint(eqx.Module):
             paper); ``"local"``: only the rows inside its block.
         weights: :class:`ConstraintWeights`.
         max_steps, rtol, atol: Levenberg-Marquardt settings.
+        init: the solver's starting weights: ``"rows"`` (default) fits the
+            linear rows alone (initial/boundary rows and ridge; a closed-form
+            N x N solve), which starts the PDE solve from a ``u`` that
+            already matches the data; ``"zeros"`` starts from ``w = 0``.
+            Starting at ``u = 0`` is a poor choice for PDEs that are stiff
+            there (diffusion-sorption's R(u) ~ u^(n_f - 1)).
 
     Raises:
         GridError: ``splits`` does not divide the grid.
@@ -144,8 +150,11 @@ class HardConstraint(eqx.Module):
     max_steps: int = eqx.field(static=True, default=100)
     rtol: float = eqx.field(static=True, default=1e-8)
     atol: float = eqx.field(static=True, default=1e-12)
+    init: Literal["rows", "zeros"] = eqx.field(static=True, default="rows")
 
     def __check_init__(self):
+        if self.init not in ("rows", "zeros"):
+            raise ValueError(f"init must be 'rows' or 'zeros', got {self.init!r}")
         if self.rows not in ("global", "local"):
             raise ValueError(f"rows must be 'global' or 'local', got {self.rows!r}")
         self.pde.check_grid(self.grid)
@@ -195,8 +204,11 @@ class HardConstraint(eqx.Module):
         in_axes = dict(phi=0, c=0, ic=None, ic_offset=None, ic_mask=0, bc=None, bc_offset=None,
                        bc_mask=0)
         if w0 is None:
-            w0 = jnp.zeros((K, N), jnp.float64)
-        sol = jax.vmap(self._solve_expert, in_axes=(0, in_axes))(w0, args)
+            if self.init == "rows":
+                w0 = jax.vmap(self._rows_solution, in_axes=(in_axes,))(args)
+            else:
+                w0 = jnp.zeros((K, N), jnp.float64)
+        sol = jax.vmap(self._solve_expert, in_axes=(0, in_axes))(jax.lax.stop_gradient(w0), args)
         blocks = partition(lin["B"], self.splits)  # (K, *block, N)
         u = unpartition(jnp.einsum("k...n,kn->k...", blocks, sol.value), self.splits) + lin["offset"]
         return ConstrainedSolution(u=u, weights=sol.value, solution=sol, points=idx)
@@ -240,6 +252,18 @@ class HardConstraint(eqx.Module):
         J = jnp.concatenate([J_pde, s_ic[:, None] * a["ic"], s_bc[:, None] * a["bc"],
                              self.weights.ridge * jnp.eye(w.shape[0], dtype=w.dtype)])
         return r, J
+
+    def _rows_solution(self, a) -> Float[Array, " N"]:
+        """argmin_w of the row blocks and the ridge alone (normal equations)."""
+        _, s_ic, s_bc = self._scales(a)
+        A = jnp.concatenate([s_ic[:, None] * a["ic"], s_bc[:, None] * a["bc"]])
+        b = jnp.concatenate([s_ic * a["ic_offset"], s_bc * a["bc_offset"]])
+        n = a["ic"].shape[1]
+        M = A.T @ A + self.weights.ridge ** 2 * jnp.eye(n, dtype=A.dtype)
+        w = -jnp.linalg.solve(M, A.T @ b)
+        # A non-finite start (NaN in the basis) is left to the solver, which
+        # reports it; zeros would hide nothing but are a valid fallback.
+        return jnp.where(jnp.all(jnp.isfinite(w)), w, jnp.zeros_like(w))
 
     def _solve_expert(self, w0, a) -> Solution:
         return least_squares(self.residual, w0, a, max_steps=self.max_steps, rtol=self.rtol,

@@ -19,7 +19,10 @@ class DiffusionSorption(PDE):
         u_t = \frac{D}{R(u)} u_{xx}, \qquad
         R(u) = 1 + \frac{1 - \phi}{\phi} \rho_s k_f n_f (u + \epsilon)^{n_f - 1},
 
-    on x in (0, 1), t in (0, T], with u(0, t) = 1 and u(1, t) = D u_x(1, t).
+    on x in (0, 1), t in (0, T], with u(0, t) = 1 and, at the right end,
+    PDEBench's outflow condition.  PDEBench's paper writes it u(1, t) = D u_x(1, t);
+    its solver (whose data we must match) sets the right ghost value to
+    D (u_{n-2} - u_{n-1}) / dx, i.e. -D u_x; we follow the solver.
 
     The spatial operator is PDEBench's cell-centred finite-volume Laplacian:
     the compact stencil closed by a left ghost cell held at ``boundary_value``

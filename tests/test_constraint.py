@@ -1,0 +1,153 @@
+"""The hard-constraint layer against independently assembled least-squares problems."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+from pihc.constraint import ConstraintWeights, HardConstraint, linearise
+from pihc.grid import GridError
+from pihc.least_squares import RESULTS
+from pihc.partition import partition
+from pihc.pdes import DiffusionSorption, diffusion_sorption_grid
+
+GRID = diffusion_sorption_grid(nt=9, nx=32, t_max=40.0)
+PDE = DiffusionSorption()
+WEIGHTS = ConstraintWeights(pde=40.0 ** 2, initial=1.0, boundary=0.5, ridge=1e-3)
+TIGHT = dict(rtol=1e-12, atol=1e-14, max_steps=300)
+
+
+def smooth_basis(n_basis=6, grid=GRID, seed=0):
+    rng = np.random.default_rng(seed)
+    m = grid.mesh()
+    t = (m[..., 0] - grid.axes[0].lo) / (grid.axes[0].hi - grid.axes[0].lo)
+    x = m[..., 1]
+    cols = [0.3 + 0.2 * np.cos(np.pi * rng.integers(0, 3) * t + rng.normal())
+            * np.cos(np.pi * rng.integers(0, 4) * x + rng.normal()) for _ in range(n_basis)]
+    return jnp.asarray(np.stack(cols, -1))
+
+
+def reference_weights(hc, basis, u0, points, expert, start):
+    """Solve expert `expert`'s problem with scipy from the PDE's own methods (no linearisation)."""
+    K = hc.n_experts
+    block_ids = np.asarray(partition(np.arange(GRID.size).reshape(GRID.shape), hc.splits)).reshape(K, -1)
+    flat = block_ids[expert][np.asarray(points[expert])]
+    ic_pts, bc_pts = PDE.initial_row_points(GRID), PDE.boundary_row_points(GRID)
+    if hc.rows == "global":
+        ic_sel, bc_sel = np.ones(len(ic_pts), bool), np.ones(len(bc_pts), bool)
+    else:
+        blk = np.array(GRID.shape) // np.array(hc.splits)
+        owner = lambda p: np.ravel_multi_index(tuple((p // blk).T), hc.splits)  # noqa: E731
+        ic_sel, bc_sel = owner(ic_pts) == expert, owner(bc_pts) == expert
+    wt = hc.weights
+
+    def r(w):
+        u = basis @ jnp.asarray(w)
+        res = PDE.residual(PDE.terms(u, GRID)).ravel()[flat]
+        ic = PDE.initial_rows(u, u0, GRID)[ic_sel]
+        bc = PDE.boundary_rows(u, GRID)[bc_sel]
+        return np.asarray(jnp.concatenate([
+            np.sqrt(wt.pde / len(flat)) * res,
+            np.sqrt(wt.initial / max(ic_sel.sum(), 1)) * ic,
+            np.sqrt(wt.boundary / max(bc_sel.sum(), 1)) * bc, wt.ridge * jnp.asarray(w)]))
+
+    # Start scipy near (not at) the layer's answer: the problem is nonconvex,
+    # and the test is that both find the same minimiser.
+    x0 = np.asarray(start) * (1.0 + 0.05 * np.random.default_rng(expert).normal(size=len(start)))
+    return scipy.optimize.least_squares(r, x0, xtol=1e-15, ftol=1e-15, gtol=1e-15).x
+
+
+def test_linearise_is_the_affine_decomposition():
+    b = smooth_basis()
+    u0 = jnp.full(GRID.shape[1], 0.1)
+    w = jnp.asarray(np.random.default_rng(1).normal(size=b.shape[-1]))
+    lin = linearise(PDE, b, u0, GRID)
+    u = b @ w
+    np.testing.assert_allclose(jnp.einsum("...tn,n->...t", lin["terms"], w) + lin["terms_offset"],
+                               PDE.terms(u, GRID), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(lin["ic"] @ w + lin["ic_offset"], PDE.initial_rows(u, u0, GRID), atol=1e-13)
+    np.testing.assert_allclose(lin["bc"] @ w + lin["bc_offset"], PDE.boundary_rows(u, GRID), atol=1e-11)
+
+
+@pytest.mark.parametrize("splits,rows", [((1, 1), "global"), ((1, 4), "global"), ((1, 4), "local")])
+def test_each_expert_equals_an_independent_scipy_solve(splits, rows):
+    b = smooth_basis()
+    u0 = jnp.full(GRID.shape[1], 0.12)
+    K = int(np.prod(splits))
+    hc = HardConstraint(PDE, GRID, splits, 40 if K > 1 else 150, rows=rows, weights=WEIGHTS, **TIGHT)
+    out = hc(b, u0, jax.random.key(0))
+    assert np.all(np.asarray(out.solution.status) == RESULTS.successful)
+    for k in range(K):
+        ref = reference_weights(hc, b, u0, out.points, k, out.weights[k])
+        scale = np.max(np.abs(ref))
+        np.testing.assert_allclose(out.weights[k], ref, rtol=1e-6, atol=1e-6 * scale)
+    # The prediction on block k is the basis times expert k's weights.
+    blocks = np.einsum("k...n,kn->k...", np.asarray(partition(b, splits)), np.asarray(out.weights))
+    np.testing.assert_allclose(np.asarray(partition(out.u, splits)), blocks, rtol=1e-12)
+
+
+def test_one_expert_moe_equals_pi_hc():
+    b = smooth_basis(seed=3)
+    u0 = jnp.full(GRID.shape[1], 0.05)
+    hc = HardConstraint(PDE, GRID, (1, 1), 120, weights=WEIGHTS, **TIGHT)
+    moe1 = HardConstraint(PDE, GRID, (1, 1), 120, rows="local", weights=WEIGHTS, **TIGHT)
+    a, c = hc(b, u0, jax.random.key(5)), moe1(b, u0, jax.random.key(5))
+    np.testing.assert_allclose(a.u, c.u, rtol=1e-10)
+
+
+def test_local_rows_make_experts_independent():
+    """Changing block j's basis (away from the 1-point stencil halo at the seams)
+    leaves expert i's weights unchanged with local rows, but not with global rows."""
+    b = smooth_basis(seed=4)
+    u0 = jnp.full(GRID.shape[1], 0.1)
+    b2 = b.at[:, 17:23, :].multiply(1.7)  # inside block 2 of 4 (cells 16..23), off its edges
+    for rows, same in [("local", True), ("global", False)]:
+        hc = HardConstraint(PDE, GRID, (1, 4), 30, rows=rows, weights=WEIGHTS, **TIGHT)
+        w1, w2 = hc(b, u0, jax.random.key(2)).weights, hc(b2, u0, jax.random.key(2)).weights
+        for i in (0, 1, 3):
+            if same:
+                np.testing.assert_allclose(w1[i], w2[i], rtol=1e-12, atol=1e-14)
+            else:
+                assert np.max(np.abs(w1[i] - w2[i])) > 1e-8
+        assert np.max(np.abs(w1[2] - w2[2])) > 1e-6
+
+
+def test_points_are_distinct_and_inside_the_domain():
+    hc = HardConstraint(PDE, GRID, (1, 4), 64, weights=WEIGHTS)
+    pts = np.asarray(hc.sample(jax.random.key(0)))
+    dom = hc.domain_blocks()
+    for k in range(4):
+        assert len(set(pts[k].tolist())) == 64
+        assert dom[k, pts[k]].all()
+    with pytest.raises(ValueError, match="holds only 64 points"):
+        HardConstraint(PDE, GRID, (1, 4), 65)
+    with pytest.raises(GridError, match="axis x has 32 points; 3 experts do not divide it"):
+        HardConstraint(PDE, GRID, (1, 3), 10)
+
+
+def test_gradient_through_the_layer_matches_finite_differences():
+    b = smooth_basis(seed=6)
+    u0 = jnp.full(GRID.shape[1], 0.1)
+    hc = HardConstraint(PDE, GRID, (1, 2), 60, weights=WEIGHTS, **TIGHT)
+    probe = jnp.asarray(np.random.default_rng(0).normal(size=GRID.shape))
+
+    def loss(bb):
+        return jnp.sum(probe * hc(bb, u0, jax.random.key(1)).u)
+
+    g = jax.grad(loss)(b)
+    eps = 1e-6
+    for idx in [(3, 5, 0), (6, 20, 2), (8, 31, 5), (1, 0, 1)]:
+        fd = (loss(b.at[idx].add(eps)) - loss(b.at[idx].add(-eps))) / (2 * eps)
+        assert abs(g[idx] - fd) <= 1e-5 * max(abs(fd), 1e-3), (idx, g[idx], fd)
+
+
+def test_nan_basis_reports_status_without_nan_gradient():
+    b = smooth_basis(seed=7).at[4, 9, 2].set(jnp.nan)
+    u0 = jnp.full(GRID.shape[1], 0.1)
+    hc = HardConstraint(PDE, GRID, (1, 2), 60, weights=WEIGHTS)
+    out = hc(b, u0, jax.random.key(0))
+    status = np.asarray(out.solution.status)
+    assert status[0] == RESULTS.nonfinite  # the NaN sits in expert 0's block (x < 16)
+    g = jax.grad(lambda bb: jnp.sum(hc(bb, u0, jax.random.key(0)).weights))(b)
+    assert np.all(np.isfinite(np.asarray(g)))
