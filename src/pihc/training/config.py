@@ -182,13 +182,35 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
     return d
 
 
+def builtin_configs() -> list[str]:
+    """Names of the configs shipped with pihc, e.g. ``diffusion-sorption/moe-small``."""
+    from importlib.resources import files
+
+    root = files("pihc") / "configs"
+    return sorted(f"{d.name}/{f.name[:-5]}" for d in root.iterdir() if d.is_dir()
+                  for f in d.iterdir() if f.name.endswith(".yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file path, or the name of a built-in config (see :func:`builtin_configs`)."""
+    from importlib.resources import files
+
+    p = Path(path)
+    if p.is_file():
+        return p
+    name = str(path).removesuffix(".yaml").removeprefix("configs/")
+    builtin = files("pihc") / "configs" / f"{name}.yaml"
+    if builtin.is_file():
+        return Path(str(builtin))
+    raise ConfigError(f"config {path} is neither a file nor a built-in config;"
+                      f" built-in: {', '.join(builtin_configs())}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """Read a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
     d: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
+        p = resolve_config_path(path)
         d = yaml.safe_load(p.read_text()) or {}
         if not isinstance(d, dict):
             raise ConfigError(f"{p}: the top level must be a mapping")

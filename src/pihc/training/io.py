@@ -49,6 +49,13 @@ def save_checkpoint(path: str | Path, tree: Any, meta: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def read_checkpoint_meta(path: str | Path) -> dict:
+    """The JSON metadata (e.g. ``step``) of a checkpoint, without loading its arrays."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return json.loads(f.read(n).decode())
+
+
 def load_checkpoint(path: str | Path, like: Any) -> tuple[Any, dict]:
     """Inverse of :func:`save_checkpoint`: ``(tree shaped like `like`, meta)``."""
     import io

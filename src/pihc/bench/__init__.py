@@ -1,0 +1,15 @@
+"""Benchmarks reachable from the CLI (``pihc bench NAME``); the scripts live in ``benchmarks/``."""
+
+from __future__ import annotations
+
+import importlib
+
+_BENCHMARKS = {
+    "constraint": "pihc.bench.constraint_scaling",
+}
+
+
+def run_benchmark(name: str, argv: list[str]):
+    if name not in _BENCHMARKS:
+        raise SystemExit(f"error: unknown benchmark {name!r}; choose from {sorted(_BENCHMARKS)}")
+    return importlib.import_module(_BENCHMARKS[name]).main(argv)

@@ -1,0 +1,166 @@
+"""Command-line interface: ``pihc generate | data info | train | evaluate | bench | demo``.
+
+Run ``pihc COMMAND --help`` for each command's options.  Every command runs
+the solver layer in float64 (it switches JAX's x64 mode on at start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _x64():
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def _cmd_generate(a) -> int:
+    from .data.diffusion_sorption import generate_diffusion_sorption
+
+    out = generate_diffusion_sorption(a.out, samples=a.samples, nx=a.nx, nt=a.nt, seed=a.seed, ic=a.ic,
+                                      batch=a.batch, progress=not a.quiet)
+    print(json.dumps({"written": str(out), "samples": a.samples, "nt": a.nt, "nx": a.nx, "seed": a.seed}))
+    return 0
+
+
+def _cmd_data_info(a) -> int:
+    from .data.hdf5 import info
+
+    d = info(a.path, check=a.check)
+    print(json.dumps(d, indent=2, default=str))
+    bad = d.get("bad_samples") or []
+    if a.check and bad:
+        print(f"error: {len(bad)} sample(s) of {a.path} contain NaN or Inf: {', '.join(map(str, bad[:20]))}"
+              + (" ..." if len(bad) > 20 else ""), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_train(a) -> int:
+    from .training.config import load_config
+    from .training.trainer import train
+
+    if a.resume:
+        if a.config or a.set:
+            raise SystemExit("error: --resume continues a run with its saved config; drop --config/--set")
+        cfg = load_config(Path(a.resume) / "config.yaml")
+        run = train(cfg, a.resume, max_steps=a.max_steps, resume=True, progress=not a.quiet)
+    else:
+        if not a.config:
+            raise SystemExit("error: give --config FILE (see configs/) or --resume RUN_DIR")
+        cfg = load_config(a.config, a.set)
+        out = a.out or str(Path("runs") / Path(a.config).stem)
+        run = train(cfg, out, max_steps=a.max_steps, progress=not a.quiet)
+    print(json.dumps({"run": str(run)}))
+    return 0
+
+
+def _cmd_evaluate(a) -> int:
+    from .training.evaluation import evaluate
+    from .training.report import write_report
+
+    res = evaluate(a.run, data_path=a.data, json_out=a.json, n_samples=a.samples, plots=not a.no_plots)
+    write_report(a.run)
+    keys = ("rel_l2_mean", "rel_l2_std", "samples", "method")
+    print(json.dumps({k: res[k] for k in keys} | {"residual": res["residual"]}, indent=2))
+    return 0
+
+
+def _cmd_bench(a, rest) -> int:
+    from .bench import run_benchmark
+
+    run_benchmark(a.name, rest)
+    return 0
+
+
+def _cmd_demo(a) -> int:
+    from .training.demo import run_demo
+
+    run_demo(a.out, max_steps=a.max_steps)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pihc", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate a dataset with pihc's numerical solver")
+    gsub = g.add_subparsers(dest="problem", required=True)
+    ds = gsub.add_parser("diffusion-sorption", help="1D diffusion-sorption (PDEBench's problem)")
+    ds.add_argument("--samples", type=int, required=True)
+    ds.add_argument("--nx", type=int, default=1024)
+    ds.add_argument("--nt", type=int, default=101)
+    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--ic", default="pdebench", help="initial-condition family (pdebench | smooth)")
+    ds.add_argument("--batch", type=int, default=64, help="trajectories solved together")
+    ds.add_argument("--out", required=True, help="HDF5 file to write (atomically)")
+    ds.add_argument("--quiet", action="store_true")
+    ds.set_defaults(func=_cmd_generate)
+
+    d = sub.add_parser("data", help="inspect datasets")
+    dsub = d.add_subparsers(dest="action", required=True)
+    di = dsub.add_parser("info", help="print a JSON summary of a dataset file")
+    di.add_argument("path")
+    di.add_argument("--check", action="store_true", help="scan every sample for NaN/Inf (exit 1 if any)")
+    di.set_defaults(func=_cmd_data_info)
+
+    t = sub.add_parser("train", help="train a model from a config")
+    t.add_argument("--config", help="YAML config (see configs/)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config entry, e.g. --set optim.steps=100 (repeatable)")
+    t.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")
+    t.add_argument("--out", help="run directory (default runs/<config name>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a trained run against the numerical solution")
+    e.add_argument("run")
+    e.add_argument("--data", help="another dataset file (a finer grid is subsampled)")
+    e.add_argument("--json", help="where to write the metrics (default RUN/evaluation.json)")
+    e.add_argument("--samples", type=int, help="evaluate only the first N test samples")
+    e.add_argument("--no-plots", action="store_true")
+    e.set_defaults(func=_cmd_evaluate)
+
+    b = sub.add_parser("bench", help="run a benchmark (constraint | generator | step-cost | accuracy)",
+                       add_help=False)
+    b.add_argument("name")
+    b.set_defaults(func=None)
+
+    m = sub.add_parser("demo", help="generate data, train the small MoE config, evaluate, report")
+    m.add_argument("--out", default="runs/demo")
+    m.add_argument("--max-steps", type=int, default=None)
+    m.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if argv and argv[0] == "bench":
+        a, rest = parser.parse_known_args(argv)
+        _x64()
+        return _cmd_bench(a, rest)
+    a = parser.parse_args(argv)
+    _x64()
+    from .grid import GridError
+    from .training.config import ConfigError
+
+    try:
+        return a.func(a)
+    except (ConfigError, GridError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # e.g. DataError: bad files, bad samples
+        if type(err).__name__ in ("DataError",):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""A run report: ``report.md`` beside the metrics and plots of a run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .io import MetricsLog, atomic_write_text
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Summarise config, training and evaluation of ``run_dir`` in ``report.md``."""
+    run_dir = Path(run_dir)
+    run = json.loads((run_dir / "run.json").read_text())
+    ev_path = run_dir / "evaluation.json"
+    ev = json.loads(ev_path.read_text()) if ev_path.exists() else None
+    metrics = MetricsLog(run_dir / "metrics.jsonl").read()
+    cfg = run["config"]
+    lines = [f"# pihc run report: `{run_dir.name}`", "",
+             f"pihc {run['pihc_version']}, JAX {run['jax_version']}, seed {run['seed']}, data `{run['data']}`"
+             f" ({run['train_samples']} train / {run['test_samples']} test samples).", "",
+             "## Model", "",
+             f"- method: **{cfg['model']['method']}**, FNO width {cfg['model']['width']},"
+             f" {cfg['model']['layers']} layers, modes {cfg['model']['modes']},"
+             f" {cfg['model']['n_basis']} basis functions",
+             f"- grid (t, x): {cfg['data']['nt']} x {cfg['data']['nx']}"]
+    if cfg["model"]["method"] != "sc":
+        c = cfg["constraint"]
+        lines.append(f"- constraint: splits {c['splits'] if cfg['model']['method'] == 'moe' else 'global'},"
+                     f" {c['n_points']} points per expert, rows {c['rows']}, LM max {c['max_steps']}"
+                     f" steps, rtol {c['rtol']}")
+    lines += ["", "## Training", ""]
+    if metrics:
+        last = metrics[-1]
+        total = sum(m["step_time_s"] for m in metrics)
+        steady = [m["step_time_s"] for m in metrics[1:]] or [metrics[0]["step_time_s"]]
+        failed = sum(m.get("failed_solves", 0) for m in metrics)
+        lines += [f"- steps: {last['step']}, wall time {total:.1f} s (median step"
+                  f" {sorted(steady)[len(steady) // 2]:.3f} s, first step incl. compilation"
+                  f" {metrics[0]['step_time_s']:.1f} s)",
+                  f"- final loss {last['loss']:.4g} (PDE {last['pde']:.3g}, initial {last['initial']:.3g},"
+                  f" boundary {last['boundary']:.3g})",
+                  f"- failed solves over the run: {failed}"]
+        if (run_dir / "plots" / "loss.png").exists():
+            lines += ["", "![loss](plots/loss.png)"]
+    if ev is not None:
+        lines += ["", "## Evaluation", "",
+                  f"On {ev['samples']} held-out samples of `{ev['data']}` at step {ev['step']}:", "",
+                  "| metric | value |", "|---|---|",
+                  f"| relative L2 error (mean +- std) | {100 * ev['rel_l2_mean']:.2f}% +- {100 * ev['rel_l2_std']:.2f}% |",
+                  f"| relative L2 error (median / max) | {100 * ev['rel_l2_median']:.2f}% / {100 * ev['rel_l2_max']:.2f}% |",
+                  f"| mean squared PDE residual | {ev['residual']['pde']:.3g} |",
+                  f"| mean squared initial / boundary rows | {ev['residual']['initial']:.3g} / {ev['residual']['boundary']:.3g} |",
+                  f"| inference s/sample | {ev['timing']['inference_s_per_sample']:.4f} |"]
+        if "numerical_solver_s_per_sample" in ev["timing"]:
+            lines.append(f"| numerical solver s/sample (grid {ev['timing']['numerical_solver_grid']}) |"
+                         f" {ev['timing']['numerical_solver_s_per_sample']:.4f} |")
+        s = ev["seams"]
+        if s.get("mean_abs_residual_near_seams") is not None:
+            lines.append(f"| mean abs residual within {s['width']} points of expert seams / elsewhere |"
+                         f" {s['mean_abs_residual_near_seams']:.3g} / {s['mean_abs_residual_interior']:.3g} |")
+        if "experts" in ev:
+            e = ev["experts"]
+            lines += ["", "| expert | constraint residual norm | LM steps (mean / max) | failed |",
+                      "|---|---|---|---|"]
+            for k, r in enumerate(e["residual_norm_mean"]):
+                lines.append(f"| {k} | {r:.3g} | {e['solver_steps_mean'][k]:.1f} / {e['solver_steps_max'][k]}"
+                             f" | {e['failed_solves'][k]} |")
+        for name in ("samples", "error_over_time", "residual"):
+            if (run_dir / "plots" / f"{name}.png").exists():
+                lines += ["", f"![{name}](plots/{name}.png)"]
+    out = run_dir / "report.md"
+    atomic_write_text(out, "\n".join(lines) + "\n")
+    return out
