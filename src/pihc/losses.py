@@ -28,9 +28,9 @@ def physics_loss(pde: PDE, u: Float[Array, "*grid"], u0: Float[Array, "*space"],
     Returns ``(loss, parts)`` with ``parts = {"pde", "initial", "boundary"}``,
     the unweighted mean squares (the PDE part over ``pde.residual_domain``).
     """
-    mask = jnp.asarray(pde.residual_domain(grid))
+    mask = np.asarray(pde.residual_domain(grid), bool)
     r = pde.residual(pde.terms(u, grid))
-    pde_ms = jnp.sum(jnp.where(mask, r, 0.0) ** 2) / np.count_nonzero(np.asarray(mask))
+    pde_ms = jnp.sum(jnp.where(mask, r, 0.0) ** 2) / np.count_nonzero(mask)
     ic_ms = jnp.mean(pde.initial_rows(u, u0, grid) ** 2)
     bc = pde.boundary_rows(u, grid)
     bc_ms = jnp.mean(bc ** 2) if bc.size else jnp.zeros((), u.dtype)

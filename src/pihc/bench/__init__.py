@@ -6,6 +6,9 @@ import importlib
 
 _BENCHMARKS = {
     "constraint": "pihc.bench.constraint_scaling",
+    "step-cost": "pihc.bench.step_cost",
+    "accuracy": "pihc.bench.accuracy",
+    "generator": "pihc.bench.generator_speed",
 }
 
 

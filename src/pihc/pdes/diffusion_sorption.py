@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -42,6 +43,9 @@ class DiffusionSorption(PDE):
         boundary_value: u at the left boundary (PDEBench's solubility, 1.0).
         regularisation: epsilon added to u in R(u) (PDEBench: 1e-6).  Since
             n_f < 1, u^(n_f - 1) is infinite at u = 0; epsilon keeps R finite.
+        smoothing: width of the smooth clip of u at 0 in R(u) (see
+            :meth:`positive_part`); a numerical setting, not a physical
+            constant (0 = hard clip).
         time_accuracy: order (2 or 4) of the finite-difference u_t.
     """
 
@@ -52,18 +56,33 @@ class DiffusionSorption(PDE):
     freundlich_n: float | Array = 0.874
     boundary_value: float | Array = 1.0
     regularisation: float | Array = 1e-6
+    smoothing: float | Array = 1e-3
     time_accuracy: int = eqx.field(static=True, default=2)
 
     @property
     def term_names(self) -> tuple[str, ...]:
         return ("u", "u_t", "u_xx")
 
+    def positive_part(self, u: Float[Array, "..."]) -> Float[Array, "..."]:
+        """max(u, 0), smoothed over a width ``smoothing`` (softplus).
+
+        A negative u (possible for a network's basis) would give a NaN
+        fractional power, so u is clipped at 0.  A hard clip leaves a kink at
+        u = 0 where dR/du jumps from 0 to ~1e6; least-squares fits of an
+        untrained basis get stuck on it (Levenberg-Marquardt cannot converge
+        at a kink).  The softplus ``s log(1 + exp(u / s))`` is smooth and
+        differs from u by less than ``s exp(-u / s)``: below 1e-7 for
+        u >= 0.01 with the default s = 1e-3, i.e. only for concentrations far
+        below PDEBench's.  ``smoothing = 0`` gives the hard clip.
+        """
+        if isinstance(self.smoothing, (int, float)) and self.smoothing == 0:
+            return jnp.maximum(u, 0.0)
+        s = self.smoothing
+        return s * jax.nn.softplus(u / s)
+
     def retardation(self, u: Float[Array, "..."]) -> Float[Array, "..."]:
         """R(u) = 1 + (1 - phi)/phi rho_s k_f n_f (u + eps)^(n_f - 1)."""
-        # A negative u (possible for a network's basis) would give a NaN
-        # fractional power; concentrations are non-negative, so clip at 0.
-        # Then u + eps >= eps > 0 and R is finite with a finite derivative.
-        base = jnp.maximum(u, 0.0) + self.regularisation
+        base = self.positive_part(u) + self.regularisation
         coeff = (1.0 - self.porosity) / self.porosity * self.bulk_density \
             * self.freundlich_k * self.freundlich_n
         return 1.0 + coeff * base ** (self.freundlich_n - 1.0)

@@ -1,0 +1,70 @@
+"""Cost of one training step: PI-HC-MoE and PI-HC against PI-SC, same backbone and batch.
+
+Measured side by side in one process (interleaved repeats, median), so the
+ratios are robust to the machine's load.  Prints and saves JSON.
+
+    python benchmarks/step_cost.py --config diffusion-sorption/moe-small --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import equinox as eqx
+
+    jax.config.update("jax_enable_x64", True)
+    from pihc.training.config import load_config
+    from pihc.training.trainer import build_model, make_optimizer, make_step, prepare_data, load_initial
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="diffusion-sorption/moe-small")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", default="benchmarks/out/step_cost.json")
+    a = p.parse_args(argv)
+
+    base = load_config(a.config)
+    data = prepare_data(base)
+    u0 = jnp.asarray(load_initial(base, data, data.train_idx[: base.optim.batch]))
+    keys = jax.random.split(jax.random.key(0), base.optim.batch)
+    runs = {}
+    for method in ("sc", "hc", "moe"):
+        cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, method=method))
+        model = build_model(cfg, data.pde, data.grid, jax.random.key(1))
+        opt = make_optimizer(cfg)
+        state = opt.init(eqx.filter(model, eqx.is_inexact_array))
+        step = make_step(cfg, opt, data.pde, data.grid)
+        t0 = time.perf_counter()
+        jax.block_until_ready(step(model, state, u0, keys))
+        runs[method] = dict(step=step, model=model, state=state, compile_s=time.perf_counter() - t0, times=[])
+    for _ in range(a.repeats):  # interleaved, so load changes hit all methods alike
+        for method, r in runs.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(r["step"](r["model"], r["state"], u0, keys))
+            r["times"].append(time.perf_counter() - t0)
+    out = {"config": a.config, "batch": base.optim.batch, "grid": list(data.grid.shape),
+           "repeats": a.repeats, "methods": {}}
+    for method, r in runs.items():
+        out["methods"][method] = {"median_s": float(np.median(r["times"])), "times_s": r["times"],
+                                  "compile_s": r["compile_s"]}
+    sc = out["methods"]["sc"]["median_s"]
+    out["ratio_moe_over_sc"] = out["methods"]["moe"]["median_s"] / sc
+    out["ratio_hc_over_sc"] = out["methods"]["hc"]["median_s"] / sc
+    print(json.dumps({k: v for k, v in out.items() if k != "methods"}
+                     | {m: v["median_s"] for m, v in out["methods"].items()}, indent=2))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()
