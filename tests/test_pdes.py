@@ -287,7 +287,8 @@ def test_row_points_index_the_grid_points_each_row_reads():
 # -------------------------------------------------- retardation and domain
 
 def test_retardation_equals_formula_and_is_finite_for_negative_u():
-    pde = DiffusionSorption(**PARAMS)
+    """Hard clip (smoothing=0): PDEBench's formula for u >= 0, R(0) below."""
+    pde = DiffusionSorption(**PARAMS, smoothing=0.0)
     p = PARAMS
     coeff = (1 - p["porosity"]) / p["porosity"] * p["bulk_density"] * p["freundlich_k"] \
         * p["freundlich_n"]
@@ -306,6 +307,25 @@ def test_retardation_equals_formula_and_is_finite_for_negative_u():
     nf = p["freundlich_n"]
     expected = coeff * (nf - 1) * (0.2 + p["regularisation"]) ** (nf - 2)
     assert float(dR[1]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_smoothed_retardation_is_smooth_and_matches_away_from_zero():
+    """The default softplus clip: equal to the formula for u >= 0.01 to 1e-6
+    relative, finite everywhere, and its derivative continuous across u = 0."""
+    s = 1e-3
+    smooth = DiffusionSorption(**PARAMS, smoothing=s)
+    hard = DiffusionSorption(**PARAMS, smoothing=0.0)
+    u = jnp.asarray([0.01, 0.05, 0.2, 1.0])
+    np.testing.assert_allclose(smooth.retardation(u), hard.retardation(u), rtol=1e-6)
+    # softplus(u/s) s - u = s log(1 + exp(-u/s)) for u > 0: check the bound exp(-u/s) s
+    np.testing.assert_allclose(smooth.positive_part(u) - u, s * np.log1p(np.exp(-np.asarray(u) / s)),
+                               rtol=1e-9, atol=1e-18)
+    grid = jnp.linspace(-0.02, 0.02, 4001)
+    dR = jax.vmap(jax.grad(smooth.retardation))(grid)
+    assert np.all(np.isfinite(dR))
+    # continuity of the derivative: neighbouring values differ by less than the
+    # local scale (a kink would jump from 0 to ~1e6 between two points)
+    assert np.max(np.abs(np.diff(np.asarray(dR)))) < 0.05 * np.max(np.abs(np.asarray(dR)))
 
 
 def test_residual_domain_excludes_initial_time():

@@ -16,6 +16,7 @@ gradient; they are never used as if converged.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -78,15 +79,16 @@ def make_optimizer(cfg: Config) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(o.clip), optax.adam(schedule))
 
 
-class PreparedData(eqx.Module):
+@dataclasses.dataclass(frozen=True)
+class PreparedData:
     """Everything the trainer and evaluator need from the dataset."""
 
     pde: PDE
-    grid: Grid = eqx.field(static=True)
-    data_grid: Grid = eqx.field(static=True)
-    path: str = eqx.field(static=True)
-    train_idx: np.ndarray = eqx.field(static=True)
-    test_idx: np.ndarray = eqx.field(static=True)
+    grid: Grid
+    data_grid: Grid
+    path: str
+    train_idx: np.ndarray
+    test_idx: np.ndarray
 
 
 def prepare_data(cfg: Config, log: Callable[[str], None] = print) -> PreparedData:
@@ -157,7 +159,7 @@ def make_step(cfg: Config, optimizer, pde: PDE, grid: Grid):
         params = eqx.filter(model, eqx.is_inexact_array)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         model = eqx.apply_updates(model, updates)
-        aux["grad_norm"] = optax.global_norm(grads)
+        aux["grad_norm"] = optax.tree.norm(grads)
         return model, opt_state, aux
 
     return step

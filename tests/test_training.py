@@ -1,0 +1,156 @@
+"""Training harness: config validation, exact resume, atomic files, failed solves."""
+
+import json
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pihc.grid import GridError
+from pihc.pdes import DiffusionSorption, diffusion_sorption_grid
+from pihc.training.config import Config, ConfigError, from_dict, load_config, to_dict
+from pihc.training.io import atomic_write_bytes, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from pihc.training.problems import Problem, register_problem
+from pihc.training.trainer import build_model, train
+
+FINE = diffusion_sorption_grid(nt=9, nx=64, t_max=40.0)
+
+
+class _TinyData:
+    """A small in-memory dataset: heat-like fields u = c0 + (1 - c0) erfc-profile (smooth, in [0, 1])."""
+
+    def __init__(self, n=12):
+        from scipy.special import erfc
+
+        m = FINE.mesh()
+        t, x = m[..., 0], m[..., 1]
+        c0 = np.linspace(0.02, 0.18, n)
+        prof = erfc(x / (2 * np.sqrt(5e-4 * (t + 1.0))))
+        self.u = np.stack([c + (1 - c) * prof for c in c0])
+        self.u[:, 0] = c0[:, None]
+        self.pde = DiffusionSorption()
+        self.grid = FINE
+        self.samples = [f"{i:04d}" for i in range(n)]
+
+    def load(self, idx):
+        return self.u[np.asarray(idx)]
+
+
+register_problem("tiny-test", Problem(open=lambda p: _TinyData(), generate=None,
+                                      grid=lambda nt, nx: diffusion_sorption_grid(nt, nx, t_max=40.0)))
+
+
+def tiny_config(tmp_path, method="moe", **over) -> Config:
+    data = tmp_path / "tiny.h5"
+    data.write_bytes(b"")  # the registered problem ignores the file's content
+    d = {"problem": "tiny-test",
+         "data": {"path": str(data), "nt": 9, "nx": 32, "test_samples": 4},
+         "model": {"method": method, "width": 8, "modes": [3, 4], "layers": 2, "n_basis": 4},
+         "constraint": {"splits": [1, 2], "n_points": 40, "pde_weight": 40.0, "initial_weight": 32.0,
+                        "boundary_weight": 16.0, "rtol": 1e-6},
+         "optim": {"batch": 3, "steps": 4, "decay_every": 2},
+         "run": {"checkpoint_every": 2}}
+    for k, v in over.items():
+        sec, key = k.split("__")
+        d[sec][key] = v
+    return from_dict(Config, d)
+
+
+def _leaves(path):
+    raw = Path(path).read_bytes()
+    return raw[8 + int.from_bytes(raw[:8], "little"):]
+
+
+@pytest.mark.parametrize("method", ["sc", "moe"])
+def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path, method):
+    cfg = tiny_config(tmp_path, method)
+    full = train(cfg, tmp_path / "full", progress=False, log=lambda s: None)
+    part = train(cfg, tmp_path / "part", max_steps=2, progress=False, log=lambda s: None)
+    assert read_checkpoint_meta(part / "checkpoint.eqx")["step"] == 2
+    train(cfg, part, resume=True, progress=False, log=lambda s: None)
+    assert _leaves(full / "checkpoint.eqx") == _leaves(part / "checkpoint.eqx")
+    a = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    np.testing.assert_allclose([r["loss"] for r in a], [r["loss"] for r in b], rtol=1e-12)
+    for r in a:
+        assert {"step", "loss", "step_time_s", "failed_solves"} <= set(r)
+
+
+def test_run_directory_contents_and_refusal_to_overwrite(tmp_path):
+    cfg = tiny_config(tmp_path, "hc")
+    run = train(cfg, tmp_path / "run", max_steps=1, progress=False, log=lambda s: None)
+    saved = load_config(run / "config.yaml")
+    assert to_dict(saved) == to_dict(cfg)
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["seed"] == cfg.run.seed and "pihc_version" in meta
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cfg, run, progress=False, log=lambda s: None)
+
+
+def test_config_errors_before_compute(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key"):
+        from_dict(Config, {"optim": {"learning_rate": 1.0}})
+    with pytest.raises(ConfigError, match="model.method"):
+        load_config(None, ["model.method=xyz"])
+    cfg = tiny_config(tmp_path, "moe", constraint__splits=[1, 3])
+    data = _TinyData()
+    with pytest.raises(GridError, match="axis x has 32 points; 3 experts do not divide it"):
+        build_model(cfg, data.pde, diffusion_sorption_grid(9, 32, t_max=40.0), jax.random.key(0))
+    cfg = tiny_config(tmp_path, "moe", model__modes=[3, 40])
+    with pytest.raises(ConfigError, match=r"modes\[1\] = 40"):
+        build_model(cfg, data.pde, diffusion_sorption_grid(9, 32, t_max=40.0), jax.random.key(0))
+    cfg = tiny_config(tmp_path, "moe", data__nx=48)
+    with pytest.raises(GridError, match="integer multiple"):
+        train(cfg, tmp_path / "bad", progress=False, log=lambda s: None)
+    assert not (tmp_path / "bad").exists()
+    cfg = tiny_config(tmp_path, "moe", data__path=str(tmp_path / "missing.h5"))
+    with pytest.raises(Exception):
+        train(cfg, tmp_path / "bad2", progress=False, log=lambda s: None)
+    assert not (tmp_path / "bad2").exists()
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "ckpt.eqx"
+    save_checkpoint(target, {"a": jnp.arange(3.0)}, {"step": 1})
+    import os
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        save_checkpoint(target, {"a": jnp.arange(3.0) + 1}, {"step": 2})
+    monkeypatch.undo()
+    tree, meta = load_checkpoint(target, {"a": jnp.zeros(3)})
+    assert meta["step"] == 1 and np.all(np.asarray(tree["a"]) == np.arange(3.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.eqx"]  # no temp file left
+    with pytest.raises(RuntimeError):
+        atomic_write_bytes(tmp_path / "x.bin", _raises())
+
+
+def _raises():
+    raise RuntimeError("producer failed")
+
+
+def test_failed_solves_are_excluded_and_counted(tmp_path):
+    """max_steps=1 makes every solve fail: the step reports it and updates nothing."""
+    from pihc.training.trainer import make_optimizer, make_step
+
+    cfg = tiny_config(tmp_path, "moe", constraint__max_steps=1, constraint__rtol=1e-14)
+    data = _TinyData()
+    grid = diffusion_sorption_grid(9, 32, t_max=40.0)
+    model = build_model(cfg, data.pde, grid, jax.random.key(0))
+    opt = make_optimizer(cfg)
+    state = opt.init(eqx.filter(model, eqx.is_inexact_array))
+    u0 = jnp.asarray(grid.restrict(data.u[0], FINE.factors_to(grid)) if False else
+                     np.stack([FINE.restrict(u, FINE.factors_to(grid))[0] for u in data.u[:3]]))
+    new, _, aux = make_step(cfg, opt, data.pde, grid)(model, state, u0,
+                                                        jax.random.split(jax.random.key(1), 3))
+    assert int(aux["failed_solves"]) == 3 and float(aux["grad_norm"]) == 0.0
+    same = jax.tree.map(lambda a, b: bool(jnp.all(a == b)), eqx.filter(model, eqx.is_inexact_array),
+                        eqx.filter(new, eqx.is_inexact_array))
+    assert all(jax.tree.leaves(same))
