@@ -15,8 +15,6 @@ A. Stuart, A. Anandkumar, "Fourier Neural Operator for Parametric Partial
 Differential Equations", ICLR 2021 (arXiv 2010.08895).
 """
 
-from __future__ import annotations
-
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -78,6 +76,16 @@ def _param_dtype(dtype) -> jnp.dtype:
     return dtype
 
 
+def _uniform(key: PRNGKeyArray, shapes: Sequence[tuple[int, ...]], dtype, lo: float, hi: float
+             ) -> list[Array]:
+    # One flat draw cut into the requested shapes: every draw is a threefry
+    # kernel for XLA to compile, and high-rank ones take seconds on CPU.
+    sizes = [math.prod(s) for s in shapes]
+    flat = jax.random.uniform(key, (sum(sizes),), dtype, lo, hi)
+    starts = itertools.accumulate(sizes, initial=0)
+    return [flat[a:a + n].reshape(s) for a, n, s in zip(starts, sizes, shapes)]
+
+
 def _check_positive(**counts: int) -> None:
     for name, c in counts.items():
         if int(c) < 1:
@@ -96,9 +104,7 @@ class _Pointwise(eqx.Module):
 
     def __init__(self, c_in: int, c_out: int, *, key: PRNGKeyArray, dtype=jnp.float32):
         lim = 1.0 / math.sqrt(c_in)
-        kw, kb = jax.random.split(key)
-        self.weight = jax.random.uniform(kw, (c_in, c_out), dtype, -lim, lim)
-        self.bias = jax.random.uniform(kb, (c_out,), dtype, -lim, lim)
+        self.weight, self.bias = _uniform(key, [(c_in, c_out), (c_out,)], dtype, -lim, lim)
 
     def __call__(self, x: Float[Array, "*grid c_in"]) -> Float[Array, "*grid c_out"]:
         # Reshape the bias to the input's rank: no implicit rank promotion.
@@ -118,8 +124,11 @@ class SpectralConv(eqx.Module):
     frequency ``k`` and zero elsewhere.  Kept are the frequencies ``0..m-1``
     and ``-m..-1`` on each leading axis (``m = modes[i]``) and ``0..m-1`` on
     the last axis (``m = modes[-1]``): ``2^(d-1)`` corner blocks of the
-    half-spectrum, one einsum each.  The output has the input's grid shape, so
-    the same weights apply at any resolution.
+    half-spectrum.  The truncated spectrum is computed axis by axis (the
+    leading-axis FFTs only on the kept columns) and all corners are multiplied
+    in one einsum over the channels.  The output has the input's grid shape,
+    so the same weights apply at any resolution; frequencies a coarse grid
+    cannot hold are not there to be kept (see :func:`max_modes`).
 
     Weights are stored as real and imaginary parts, ``weight_re`` and
     ``weight_im``, each of shape ``(2^(d-1), c_in, c_out, *modes)``.  Corner
@@ -163,9 +172,7 @@ class SpectralConv(eqx.Module):
             raise ValueError(f"every mode count must be at least 1, got {self.modes}")
         shape = (2 ** (len(self.modes) - 1), in_channels, out_channels) + self.modes
         scale = 1.0 / (in_channels * out_channels)
-        kr, ki = jax.random.split(key)
-        self.weight_re = scale * jax.random.uniform(kr, shape, dtype)
-        self.weight_im = scale * jax.random.uniform(ki, shape, dtype)
+        self.weight_re, self.weight_im = _uniform(key, [shape, shape], dtype, 0.0, scale)
 
     @property
     def in_channels(self) -> int:
@@ -185,43 +192,53 @@ class SpectralConv(eqx.Module):
         if x.shape[-1] != self.in_channels:
             raise ValueError(f"SpectralConv expects {self.in_channels} input channels (last axis),"
                              f" got shape {x.shape}")
-        d = len(grid)
-        axes = tuple(range(d))
-        x_ft = jnp.fft.rfftn(x.astype(self.weight_re.dtype), axes=axes)
-        weight = jax.lax.complex(self.weight_re, self.weight_im)
+        d, modes = len(grid), self.modes
+        # rfftn, one axis at a time, truncating as we go: the real FFT of the
+        # last axis first, then the complex FFTs of the leading axes on only
+        # the kept modes[-1] columns.  Same numbers as slicing rfftn(x), but
+        # the leading-axis FFTs (e.g. over 101 time levels, a prime length)
+        # run on modes[-1] columns instead of n // 2 + 1.
+        h = jnp.fft.rfft(x.astype(self.weight_re.dtype), axis=d - 1)
+        h = jax.lax.slice_in_dim(h, 0, modes[-1], axis=d - 1)
+        for axis in range(d - 1):
+            n, m = grid[axis], modes[axis]
+            h = jnp.fft.fft(h, axis=axis)
+            h = jnp.concatenate([jax.lax.slice_in_dim(h, 0, m, axis=axis),
+                                 jax.lax.slice_in_dim(h, n - m, n, axis=axis)], axis=axis)
+        # h holds the 2^(d-1) corner blocks side by side, shape
+        # (2 m_0, ..., 2 m_{d-2}, m_{d-1}, c_in): one einsum with the weights
+        # laid out the same way multiplies every corner at once.
         g = _GRID_LETTERS[:d]
-        equation = f"{g}i,io{g}->{g}o"
-        blocks = []
-        for corner, signs in enumerate(itertools.product((0, 1), repeat=d - 1)):
-            index = tuple(slice(0, m) if s == 0 else slice(n - m, n)
-                          for s, m, n in zip(signs, self.modes[:-1], grid[:-1]))
-            index += (slice(0, self.modes[-1]),)
-            blocks.append(jnp.einsum(equation, x_ft[index], weight[corner]))
-        out_ft = _assemble(blocks, self.modes, x_ft.shape[:-1])
-        return jnp.fft.irfftn(out_ft, s=grid, axes=axes)
-
-
-def _assemble(blocks: list[Array], modes: tuple[int, ...], spectrum_shape: tuple[int, ...]) -> Array:
-    """Place the corner blocks into a zero half-spectrum of shape ``spectrum_shape``.
-
-    Built by padding and concatenation (a static layout XLA fuses, and whose
-    transpose for the backward pass is plain slicing) rather than scatters.
-    """
-    d = len(modes)
-    pad_last = [(0, 0)] * (d - 1) + [(0, spectrum_shape[-1] - modes[-1]), (0, 0)]
-    blocks = [jnp.pad(b, pad_last) for b in blocks]
-    # Corners are ordered with the first axis most significant, so merging
-    # consecutive pairs joins the innermost leading axis first.
-    for axis in reversed(range(d - 1)):
-        n, m = spectrum_shape[axis], modes[axis]
-        merged = []
-        for low, high in zip(blocks[0::2], blocks[1::2]):
-            gap = list(low.shape)
+        h = jnp.einsum(f"{g}i,io{g}->{g}o", h, self._compact_weight())
+        # irfftn in reverse: zero-fill and inverse-FFT the leading axes on the
+        # kept columns, then zero-fill the last axis and take the real inverse FFT.
+        for axis in reversed(range(d - 1)):
+            n, m = grid[axis], modes[axis]
+            gap = list(h.shape)
             gap[axis] = n - 2 * m
-            merged.append(jnp.concatenate([low, jnp.zeros(gap, low.dtype), high], axis=axis))
-        blocks = merged
-    (out,) = blocks
-    return out
+            h = jnp.concatenate([jax.lax.slice_in_dim(h, 0, m, axis=axis), jnp.zeros(gap, h.dtype),
+                                 jax.lax.slice_in_dim(h, m, 2 * m, axis=axis)], axis=axis)
+            h = jnp.fft.ifft(h, axis=axis)
+        pad = [(0, 0)] * (d - 1) + [(0, grid[-1] // 2 + 1 - modes[-1]), (0, 0)]
+        return jnp.fft.irfft(jnp.pad(h, pad), n=grid[-1], axis=d - 1)
+
+    def _compact_weight(self) -> Array:
+        """The complex weights as one array ``(c_in, c_out, 2 m_0, ..., 2 m_{d-2}, m_{d-1})``.
+
+        Corner bit ``s_j`` and in-block index ``k`` on leading axis ``j`` become
+        the index ``s_j m_j + k``: positive frequencies first, then negative.
+        """
+        d, modes = len(self.modes), self.modes
+        c_in, c_out = self.in_channels, self.out_channels
+        w = jax.lax.complex(self.weight_re, self.weight_im)
+        w = w.reshape((2,) * (d - 1) + (c_in, c_out) + modes)
+        # axes now: bits 0..d-2, c_in (d-1), c_out (d), modes (d+1 .. 2d).
+        order = [d - 1, d]
+        for j in range(d - 1):
+            order += [j, d + 1 + j]
+        order.append(2 * d)
+        w = w.transpose(order)
+        return w.reshape((c_in, c_out) + tuple(2 * m for m in modes[:-1]) + (modes[-1],))
 
 
 @final
@@ -294,14 +311,8 @@ class FNO(eqx.Module):
             raise ValueError(f"padding {self.padding} needs one entry per grid axis (modes {self.modes})")
         if any(p < 0 for p in self.padding):
             raise ValueError(f"padding must be non-negative, got {self.padding}")
-        keys = jax.random.split(key, 2 * n_layers + 3)
-        self.lift = _Pointwise(in_channels, width, key=keys[0], dtype=dtype)
-        self.spectral = tuple(SpectralConv(width, width, self.modes, key=keys[1 + i], dtype=dtype)
-                              for i in range(n_layers))
-        self.pointwise = tuple(_Pointwise(width, width, key=keys[1 + n_layers + i], dtype=dtype)
-                               for i in range(n_layers))
-        self.proj1 = _Pointwise(width, 128, key=keys[-2], dtype=dtype)
-        self.proj2 = _Pointwise(128, out_channels, key=keys[-1], dtype=dtype)
+        self.lift, self.spectral, self.pointwise, self.proj1, self.proj2 = _init_layers(
+            int(in_channels), int(out_channels), int(width), self.modes, int(n_layers), dtype, key)
         self.activation = activation
 
     @property
@@ -340,3 +351,19 @@ class FNO(eqx.Module):
         if any(self.padding):
             v = v[tuple(slice(0, n) for n in grid)]
         return self.proj2(self.activation(self.proj1(v)))
+
+
+@eqx.filter_jit
+def _init_layers(in_channels: int, out_channels: int, width: int, modes: tuple[int, ...],
+                 n_layers: int, dtype, key: PRNGKeyArray):
+    # One compiled program for all random draws, cached per configuration:
+    # eager set-up would compile a sampler for every parameter shape.
+    keys = jax.random.split(key, 2 * n_layers + 3)
+    lift = _Pointwise(in_channels, width, key=keys[0], dtype=dtype)
+    spectral = tuple(SpectralConv(width, width, modes, key=keys[1 + i], dtype=dtype)
+                     for i in range(n_layers))
+    pointwise = tuple(_Pointwise(width, width, key=keys[1 + n_layers + i], dtype=dtype)
+                      for i in range(n_layers))
+    proj1 = _Pointwise(width, 128, key=keys[-2], dtype=dtype)
+    proj2 = _Pointwise(128, out_channels, key=keys[-1], dtype=dtype)
+    return lift, spectral, pointwise, proj1, proj2

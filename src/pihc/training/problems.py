@@ -45,6 +45,12 @@ def _ds_generate(path, g: GeneratorConfig):
     return generate_diffusion_sorption(path, samples=g.samples, nx=g.nx, nt=g.nt, seed=g.seed, ic=g.ic)
 
 
+def _ds_solve(u0, pde, grid):
+    from ..data.diffusion_sorption import solve_diffusion_sorption
+
+    return solve_diffusion_sorption(u0, pde, grid)
+
+
 def _ds_grid(nt, nx):
     from ..pdes.diffusion_sorption import diffusion_sorption_grid
 
@@ -52,7 +58,8 @@ def _ds_grid(nt, nx):
 
 
 _PROBLEMS: dict[str, Problem] = {
-    "diffusion-sorption": Problem(open=_ds_open, generate=_ds_generate, grid=_ds_grid),
+    "diffusion-sorption": Problem(open=_ds_open, generate=_ds_generate, grid=_ds_grid,
+                                  solve=_ds_solve),
 }
 
 
