@@ -1,0 +1,1 @@
+"""Data: generators (our own numerical solvers) and PDEBench-layout HDF5 files."""
