@@ -44,22 +44,17 @@ from .problems import get_problem
 CHECKPOINT = "checkpoint.eqx"
 
 
-def check_modes(modes, grid: Grid) -> None:
-    """Fourier modes must fit the grid: 2 m <= n on leading axes, m <= n // 2 + 1 on the last."""
-    for d, (m, a) in enumerate(zip(modes, grid.axes)):
-        limit = a.n // 2 + 1 if d == grid.ndim - 1 else a.n // 2
-        if m < 1 or m > limit:
-            raise ConfigError(f"model.modes[{d}] = {m} on axis {a.name!r} with {a.n} points;"
-                              f" it must be between 1 and {limit}")
-
-
 def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
     """The configured method on ``grid`` (raises ConfigError/GridError before any compute)."""
-    check_modes(cfg.model.modes, grid)
     mc, cc = cfg.model, cfg.constraint
     out = 1 if mc.method == "sc" else mc.n_basis
-    backbone = FNO(grid.ndim + 1, out, width=mc.width, modes=tuple(mc.modes), n_layers=mc.layers,
-                   padding=tuple(mc.padding), key=key)
+    try:
+        backbone = FNO(grid.ndim + 1, out, width=mc.width, modes=tuple(mc.modes), n_layers=mc.layers,
+                       padding=tuple(mc.padding), key=key)
+        backbone.check(grid.shape)
+    except ValueError as err:
+        raise ConfigError(f"model (modes {tuple(mc.modes)}, padding {tuple(mc.padding)}) does not fit"
+                          f" the grid {grid.shape}: {err}") from None
     if mc.method == "sc":
         return PISC(backbone, pde, grid)
     splits = tuple(cc.splits) if mc.method == "moe" else (1,) * grid.ndim
