@@ -101,7 +101,7 @@ def test_config_errors_before_compute(tmp_path):
     with pytest.raises(GridError, match="axis x has 32 points; 3 experts do not divide it"):
         build_model(cfg, data.pde, diffusion_sorption_grid(9, 32, t_max=40.0), jax.random.key(0))
     cfg = tiny_config(tmp_path, "moe", model__modes=[3, 40])
-    with pytest.raises(ConfigError, match=r"modes\[1\] = 40"):
+    with pytest.raises(ConfigError, match="at most 17 Fourier modes fit"):
         build_model(cfg, data.pde, diffusion_sorption_grid(9, 32, t_max=40.0), jax.random.key(0))
     cfg = tiny_config(tmp_path, "moe", data__nx=48)
     with pytest.raises(GridError, match="integer multiple"):

@@ -185,14 +185,19 @@ class HardConstraint(eqx.Module):
         scores = jnp.where(dom, jax.random.uniform(key, dom.shape), -1.0)
         return jax.lax.top_k(scores, self.n_points)[1]
 
-    def __call__(self, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"],
-                 key: PRNGKeyArray, w0: Float[Array, "K N"] | None = None) -> ConstrainedSolution:
+    def problems(self, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"], key: PRNGKeyArray):
+        """The experts' least-squares problems: ``(args, in_axes, lin, points)``.
+
+        ``args`` holds each expert's arrays (leading axis K where ``in_axes``
+        is 0, shared where it is None); :meth:`residual` and
+        :meth:`residual_and_jac` evaluate one expert's problem.
+        """
         require_x64()
         self.grid.check(basis, channels=1, what="basis")
         basis = basis.astype(jnp.float64)
         u0 = jnp.asarray(u0, jnp.float64)
         lin = linearise(self.pde, basis, u0, self.grid)
-        K, N, m = self.n_experts, basis.shape[-1], self.n_points
+        K, N = self.n_experts, basis.shape[-1]
         n_terms = lin["terms"].shape[-2]
         idx = self.sample(key)
         take = jax.vmap(lambda a, i: a[i])
@@ -203,11 +208,19 @@ class HardConstraint(eqx.Module):
                     bc=lin["bc"], bc_offset=lin["bc_offset"], bc_mask=bc_mask)
         in_axes = dict(phi=0, c=0, ic=None, ic_offset=None, ic_mask=0, bc=None, bc_offset=None,
                        bc_mask=0)
+        return args, in_axes, lin, idx
+
+    def initial_weights(self, args, in_axes) -> Float[Array, "K N"]:
+        """The solver's starting weights (see ``init``)."""
+        if self.init == "rows":
+            return jax.vmap(self._rows_solution, in_axes=(in_axes,))(args)
+        return jnp.zeros((self.n_experts, args["ic"].shape[1]), jnp.float64)
+
+    def __call__(self, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"],
+                 key: PRNGKeyArray, w0: Float[Array, "K N"] | None = None) -> ConstrainedSolution:
+        args, in_axes, lin, idx = self.problems(basis, u0, key)
         if w0 is None:
-            if self.init == "rows":
-                w0 = jax.vmap(self._rows_solution, in_axes=(in_axes,))(args)
-            else:
-                w0 = jnp.zeros((K, N), jnp.float64)
+            w0 = self.initial_weights(args, in_axes)
         sol = jax.vmap(self._solve_expert, in_axes=(0, in_axes))(jax.lax.stop_gradient(w0), args)
         blocks = partition(lin["B"], self.splits)  # (K, *block, N)
         u = unpartition(jnp.einsum("k...n,kn->k...", blocks, sol.value), self.splits) + lin["offset"]
