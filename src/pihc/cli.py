@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", help="generate data, train the small MoE config, evaluate, report")
     m.add_argument("--out", default="runs/demo")
-    m.add_argument("--max-steps", type=int, default=None)
+    m.add_argument("--max-steps", type=int, default=250,
+                   help="training steps of the demo (default 250 of moe-small's 700)")
     m.set_defaults(func=_cmd_demo)
     return p
 

@@ -41,6 +41,10 @@ def write_report(run_dir: str | Path) -> Path:
         total = sum(m["step_time_s"] for m in metrics)
         steady = [m["step_time_s"] for m in metrics[1:]] or [metrics[0]["step_time_s"]]
         failed = sum(m.get("failed_solves", 0) for m in metrics)
+        planned = cfg["optim"]["steps"]
+        if last["step"] < planned:
+            lines += [f"- **stopped at step {last['step']} of the configured {planned}** (continue with"
+                      f" `pihc train --resume {run_dir}`)"]
         lines += [f"- steps: {last['step']}, wall time {total:.1f} s (median step"
                   f" {sorted(steady)[len(steady) // 2]:.3f} s, first step incl. compilation"
                   f" {metrics[0]['step_time_s']:.1f} s)",
