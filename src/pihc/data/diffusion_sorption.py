@@ -138,6 +138,18 @@ def solve_diffusion_sorption(u0: np.ndarray, pde: DiffusionSorption = DiffusionS
     return sol.y.T.reshape(len(t), n, nx).transpose(1, 0, 2)
 
 
+def solve_as_generated(u0: np.ndarray, pde: DiffusionSorption, grid: Grid, **kw) -> np.ndarray:
+    """Solve as :func:`generate_diffusion_sorption` does: at 1024 cells (u0 repeated
+    onto them) and 101 times where ``grid`` divides those, then restrict to ``grid``."""
+    nt, nx = grid.shape
+    fine_nx = SOLVE_NX if SOLVE_NX % nx == 0 else nx
+    fine_nt = SOLVE_NT if (SOLVE_NT - 1) % (nt - 1) == 0 else nt
+    fine = diffusion_sorption_grid(fine_nt, fine_nx, grid.axes[0].hi)
+    u = solve_diffusion_sorption(np.repeat(np.atleast_2d(u0), fine_nx // nx, axis=-1), pde, fine, **kw)
+    factors = fine.factors_to(grid)
+    return np.stack([fine.restrict(v, factors) for v in u])
+
+
 def _solve_batch(args):
     """One batch, restricted to the target grid (a module-level function, so it pickles)."""
     u0, pde, fine, target, rtol, atol = args

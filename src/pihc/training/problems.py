@@ -46,9 +46,9 @@ def _ds_generate(path, g: GeneratorConfig):
 
 
 def _ds_solve(u0, pde, grid):
-    from ..data.diffusion_sorption import solve_diffusion_sorption
+    from ..data.diffusion_sorption import solve_as_generated
 
-    return solve_diffusion_sorption(u0, pde, grid)
+    return solve_as_generated(u0, pde, grid)
 
 
 def _ds_grid(nt, nx):
