@@ -109,10 +109,14 @@ def jacfwd_residual(fn: Callable) -> JacFn:
     return jac
 
 
+NormalFn = Callable[[Float[Array, " n"], Any],
+                    tuple[Float[Array, ""], Float[Array, " n"], Float[Array, "n n"]]]
+
+
 def least_squares(fn: Callable[[Float[Array, " n"], PyTree], Float[Array, " m"]],
                   w0: Float[Array, " n"], args: PyTree = None, *, max_steps: int = 100,
                   rtol: float = 1e-8, atol: float = 1e-12, jac: JacFn | None = None,
-                  damping: float = 1e-3) -> Solution:
+                  normal_equations: NormalFn | None = None, damping: float = 1e-3) -> Solution:
     r"""Minimise ``1/2 ||fn(w, args)||^2`` over ``w`` by Levenberg-Marquardt.
 
     Args:
@@ -127,6 +131,11 @@ def least_squares(fn: Callable[[Float[Array, " n"], PyTree], Float[Array, " m"]]
             is small: ``||A^{-1} g||_inf <= atol + rtol ||w||_inf``.
         jac: optional ``(w, args) -> (r, J)`` exploiting structure; by default
             forward-mode autodiff of ``fn``.
+        normal_equations: optional ``(w, args) -> (1/2 ||r||^2, J^T r, J^T J)``
+            for problems whose normal equations are cheaper to form directly
+            (e.g. constant rows whose Gram matrix is precomputed).  It must
+            agree with ``fn``; it takes precedence over ``jac``.  The
+            iterations only ever need these three quantities.
         damping: initial Marquardt parameter mu (relative to diag(A)).
 
     Returns:
@@ -146,15 +155,24 @@ def least_squares(fn: Callable[[Float[Array, " n"], PyTree], Float[Array, " m"]]
     # differentiable arguments (custom_vjp needs them explicit).
     closed, consts = jax.closure_convert(fn, w0, args)
     opts = _Options(int(max_steps), float(rtol), float(atol), float(damping))
-    jac_closed = None
-    if jac is not None:
-        jac_closed, jac_consts = jax.closure_convert(jac, w0, args)
+    if normal_equations is not None:
+        normal_closed, normal_consts = jax.closure_convert(normal_equations, w0, args)
     else:
-        jac_consts = ()
+        if jac is None:
+            jac = jacfwd_residual(fn)
+        normal_closed, normal_consts = jax.closure_convert(_normal_from_jac(jac), w0, args)
     w, steps, rnorm, gnorm, status = _solve(
-        _Problem(closed, jac_closed, len(consts)), opts, jax.lax.stop_gradient(w0),
-        (tuple(consts), tuple(jac_consts), args))
+        _Problem(closed, normal_closed), opts, jax.lax.stop_gradient(w0),
+        (tuple(consts), tuple(normal_consts), args))
     return Solution(w, steps, rnorm, gnorm, status)
+
+
+def _normal_from_jac(jac: JacFn) -> NormalFn:
+    def normal(w, args):
+        r, J = jac(w, args)
+        return 0.5 * (r @ r), J.T @ r, J.T @ J
+
+    return normal
 
 
 class _Options(eqx.Module):
@@ -165,21 +183,18 @@ class _Options(eqx.Module):
 
 
 class _Problem(eqx.Module):
-    """Residual and Jacobian of the closure-converted functions."""
+    """Residual and normal equations of the closure-converted functions."""
 
     fn: Callable = eqx.field(static=True)
-    jac: Callable | None = eqx.field(static=True)
-    n_consts: int = eqx.field(static=True)
+    normal: Callable = eqx.field(static=True)
 
     def residual(self, w, packed):
         consts, _, args = packed
         return self.fn(w, args, *consts)
 
-    def residual_and_jac(self, w, packed):
-        consts, jconsts, args = packed
-        if self.jac is None:
-            return jacfwd_residual(lambda v, a: self.fn(v, a, *consts))(w, args)
-        return self.jac(w, args, *jconsts)
+    def normal_equations(self, w, packed):
+        _, nconsts, args = packed
+        return self.normal(w, args, *nconsts)
 
 
 def _damped_step(A, g, mu):
@@ -200,20 +215,19 @@ def _gauss_newton_step(A, g):
 
 
 def _lm(problem: _Problem, opts: _Options, w0, packed):
-    r0, J0 = problem.residual_and_jac(w0, packed)
-    finite0 = jnp.all(jnp.isfinite(r0)) & jnp.all(jnp.isfinite(J0))
+    # The loop carries only the normal equations (A = J^T J, g = J^T r and
+    # the cost), never r or J: with m >> n rows, carrying and selecting the
+    # m x n Jacobian every iteration costs more memory traffic than forming A.
+    cost0, g0, A0 = problem.normal_equations(w0, packed)
+    finite0 = jnp.isfinite(cost0) & jnp.all(jnp.isfinite(g0)) & jnp.all(jnp.isfinite(A0))
 
-    def stats(w, r, J):
-        g = J.T @ r
-        A = J.T @ J
+    def converged(w, A, g):
         gn = _gauss_newton_step(A, g)
-        small = jnp.max(jnp.abs(gn)) <= opts.atol + opts.rtol * jnp.max(jnp.abs(w))
-        return g, A, small
+        return jnp.max(jnp.abs(gn)) <= opts.atol + opts.rtol * jnp.max(jnp.abs(w))
 
-    g0, A0, small0 = stats(w0, r0, J0)
-    init = dict(w=w0, r=r0, J=J0, g=g0, A=A0, cost=0.5 * r0 @ r0,
+    init = dict(w=w0, g=g0, A=A0, cost=cost0,
                 mu=jnp.asarray(opts.damping, w0.dtype), nu=jnp.asarray(2.0, w0.dtype),
-                step=jnp.asarray(0), done=small0 | ~finite0)
+                step=jnp.asarray(0), done=converged(w0, A0, g0) | ~finite0)
 
     def cond(s):
         return ~s["done"] & (s["step"] < opts.max_steps)
@@ -221,8 +235,7 @@ def _lm(problem: _Problem, opts: _Options, w0, packed):
     def body(s):
         delta = _damped_step(s["A"], s["g"], s["mu"])
         w_new = s["w"] + delta
-        r_new, J_new = problem.residual_and_jac(w_new, packed)
-        cost_new = 0.5 * r_new @ r_new
+        cost_new, g_new, A_new = problem.normal_equations(w_new, packed)
         # Predicted reduction of the quadratic model: -(g.d + d.A.d / 2) > 0.
         pred = -(s["g"] @ delta + 0.5 * delta @ (s["A"] @ delta))
         rho = (s["cost"] - cost_new) / jnp.where(pred > 0, pred, 1.0)
@@ -230,17 +243,17 @@ def _lm(problem: _Problem, opts: _Options, w0, packed):
         # is meaningless (cost comparisons only resolve w to ~sqrt(eps));
         # there the quadratic model is trusted and the step is taken.
         tiny = pred <= 16.0 * jnp.finfo(w0.dtype).eps * s["cost"]
-        ok = (jnp.isfinite(cost_new) & jnp.all(jnp.isfinite(J_new)) & (pred > 0)
-              & ((rho > 0) | tiny))
+        ok = (jnp.isfinite(cost_new) & jnp.all(jnp.isfinite(A_new)) & jnp.all(jnp.isfinite(g_new))
+              & (pred > 0) & ((rho > 0) | tiny))
         # Nielsen's damping update (smooth decrease on success, doubling on failure).
         mu_ok = s["mu"] * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * jnp.clip(rho, 0.0, 1.0) - 1.0) ** 3)
-        g_new, A_new, small_new = stats(w_new, r_new, J_new)
         pick = lambda a, b: jnp.where(ok, a, b)  # noqa: E731
+        w = pick(w_new, s["w"])
+        A, g = pick(A_new, s["A"]), pick(g_new, s["g"])
         return dict(
-            w=pick(w_new, s["w"]), r=pick(r_new, s["r"]), J=pick(J_new, s["J"]),
-            g=pick(g_new, s["g"]), A=pick(A_new, s["A"]), cost=pick(cost_new, s["cost"]),
+            w=w, g=g, A=A, cost=pick(cost_new, s["cost"]),
             mu=pick(mu_ok, s["mu"] * s["nu"]), nu=pick(jnp.asarray(2.0, w0.dtype), 2.0 * s["nu"]),
-            step=s["step"] + 1, done=ok & small_new)
+            step=s["step"] + 1, done=ok & converged(w, A, g))
 
     s = jax.lax.while_loop(cond, body, init)
     status = jnp.where(~finite0, RESULTS.nonfinite,

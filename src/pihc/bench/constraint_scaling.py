@@ -357,13 +357,14 @@ def _fmt(x, spec=".3g"):
 
 def table(rows: list[dict]) -> str:
     head = ("| points/expert | K | grid | batch mode | fwd (s) | fwd+bwd (s) | LM iters (mean/max) |"
-            " residual norm (median) | peak RSS (GB) | optx fwd (s) | optx fwd+bwd (s) | optx iters |"
+            " converged | residual norm (median) | peak RSS (GB) | optx fwd (s) | optx fwd+bwd (s) | optx iters |"
+            " optx converged |"
             " ratio fwd | ratio fwd+bwd | max rel. diff w |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in sorted(rows, key=lambda r: (r["points"], r["experts"])):
         if "error" in r or "skipped" in r:
             lines.append(f"| {r['points']:.0e} | {r['experts']} | {r.get('grid', '-')} | - | "
-                         + f"{r.get('error') or r.get('skipped')} |" + " |" * 10)
+                         + f"{r.get('error') or r.get('skipped')} |" + " |" * 12)
             continue
         g = f"{r['grid'][0]}x{r['grid'][1]}"
         it = f"{r['ours_iterations_mean']:.1f}/{r['ours_iterations_max']}"
@@ -371,9 +372,10 @@ def table(rows: list[dict]) -> str:
                if "optimistix_iterations_mean" in r else "-")
         lines.append(
             f"| {r['points']:.0e} | {r['experts']} | {g} | {r['batch_mode']} | {_fmt(r['ours_fwd_s'])} |"
-            f" {_fmt(r['ours_fwd_bwd_s'])} | {it} | {_fmt(r['ours_residual_norm_median'])} |"
+            f" {_fmt(r['ours_fwd_bwd_s'])} | {it} | {r['ours_converged']} | {_fmt(r['ours_residual_norm_median'])} |"
             f" {_fmt(r['ours_peak_rss_gb'], '.2f')} | {_fmt(r.get('optimistix_fwd_s'))} |"
-            f" {_fmt(r.get('optimistix_fwd_bwd_s'))} | {oit} | {_fmt(r.get('ratio_fwd'), '.1f')} |"
+            f" {_fmt(r.get('optimistix_fwd_bwd_s'))} | {oit} | {r.get('optimistix_converged', '-')} |"
+            f" {_fmt(r.get('ratio_fwd'), '.1f')} |"
             f" {_fmt(r.get('ratio_fwd_bwd'), '.1f')} | {_fmt(r.get('weights_max_rel_diff'), '.1e')} |")
     return "\n".join(lines)
 
@@ -398,6 +400,9 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per configuration")
     p.add_argument("--out", default="benchmarks/out", help="directory for JSON and PNG")
+    p.add_argument("--append", action="store_true",
+                   help="merge into an existing constraint_scaling.json in --out (rows of the same"
+                        " points and experts are replaced), so a long sweep can run in parts")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
@@ -428,6 +433,13 @@ def main(argv=None) -> dict:
             rows.append(row)
             print("    " + json.dumps({k: v for k, v in row.items() if not k.endswith("times_s")
                                        and k not in ("stderr",)}), flush=True)
+    json_path = out_dir / "constraint_scaling.json"
+    runs = [dict(argv=list(argv) if argv is not None else sys.argv[1:], total_s=time.perf_counter() - t_start)]
+    if a.append and json_path.exists():
+        old = json.loads(json_path.read_text())
+        new_keys = {(r["points"], r["experts"]) for r in rows}
+        rows = [r for r in old["rows"] if (r["points"], r["experts"]) not in new_keys] + rows
+        runs = old.get("runs", []) + runs
     ok = [r for r in rows if "ours_fwd_s" in r]
     result = dict(
         benchmark="constraint_scaling", argv=list(argv) if argv is not None else sys.argv[1:],
@@ -439,7 +451,7 @@ def main(argv=None) -> dict:
         slopes=dict(ours_fwd=loglog_slopes(ok, "ours_fwd_s"), ours_fwd_bwd=loglog_slopes(ok, "ours_fwd_bwd_s"),
                     optimistix_fwd=loglog_slopes(ok, "optimistix_fwd_s"),
                     optimistix_fwd_bwd=loglog_slopes(ok, "optimistix_fwd_bwd_s")),
-        rows=rows, total_s=time.perf_counter() - t_start)
+        rows=rows, runs=runs)
     try:
         import jax
 
@@ -447,7 +459,7 @@ def main(argv=None) -> dict:
         result["machine"]["device"] = str(jax.devices()[0].device_kind)
     except Exception:  # noqa: BLE001 - informational only
         pass
-    (out_dir / "constraint_scaling.json").write_text(json.dumps(result, indent=2))
+    json_path.write_text(json.dumps(result, indent=2))
     if ok:
         plot(ok, out_dir / "constraint_scaling.png")
     print(table(rows))

@@ -36,7 +36,7 @@ def plot_run(out: Path, grid: Grid, truth: np.ndarray, pred: np.ndarray, rel_t: 
     t, x = grid.coords(grid.names[0]), grid.coords(grid.names[1])
     ext = [x[0], x[-1], t[0], t[-1]]
     n_show = min(n_show, len(truth))
-    fig, axs = plt.subplots(n_show, 3, figsize=(12, 3.2 * n_show), squeeze=False)
+    fig, axs = plt.subplots(n_show, 3, figsize=(12, 3.2 * n_show), squeeze=False, layout="constrained")
     for i in range(n_show):
         vmin, vmax = truth[i].min(), truth[i].max()
         for j, (img, title, cm) in enumerate([(pred[i], "prediction", "viridis"),
@@ -81,7 +81,7 @@ def plot_run(out: Path, grid: Grid, truth: np.ndarray, pred: np.ndarray, rel_t: 
         _save(fig, paths[-1])
         plt.close(fig)
 
-    fig, axs = plt.subplots(1, 2, figsize=(11, 3.5))
+    fig, axs = plt.subplots(1, 2, figsize=(11, 3.5), layout="constrained")
     axs[0].semilogy(x, np.abs(residual).mean((0, 1)))
     axs[0].set_xlabel(grid.names[1])
     axs[0].set_ylabel("mean |PDE residual|")
