@@ -151,3 +151,34 @@ def test_nan_basis_reports_status_without_nan_gradient():
     assert status[0] == RESULTS.nonfinite  # the NaN sits in expert 0's block (x < 16)
     g = jax.grad(lambda bb: jnp.sum(hc(bb, u0, jax.random.key(0)).weights))(b)
     assert np.all(np.isfinite(np.asarray(g)))
+
+
+def test_initial_condition_by_construction_is_exact_and_matches_scipy():
+    """u = u0 + (t / T) B w: u(0) = u0 for any basis; the weights equal a scipy
+    solve of the same problem written directly with the PDE's methods."""
+    b = smooth_basis(seed=4)
+    u0 = jnp.asarray(0.1 + 0.05 * np.cos(np.pi * GRID.coords("x")))
+    hc = HardConstraint(PDE, GRID, (1, 1), 150, weights=WEIGHTS, initial="construction", **TIGHT)
+    out = hc(b, u0, jax.random.key(2))
+    assert int(out.solution.status[0]) == RESULTS.successful
+    np.testing.assert_array_equal(np.asarray(out.u[0]), np.asarray(u0))
+    s = (GRID.coords("t") / GRID.axes[0].hi)[:, None]
+    np.testing.assert_allclose(out.u, u0 + s * (b @ out.weights[0]), rtol=1e-12)
+    flat = np.asarray(out.points[0])  # one expert: block indices are grid indices
+    wt = hc.weights
+
+    def r(w):
+        u = u0 + s * (b @ jnp.asarray(w))
+        res = PDE.residual(PDE.terms(u, GRID)).ravel()[flat]
+        bc = PDE.boundary_rows(u, GRID)
+        return np.asarray(jnp.concatenate([np.sqrt(wt.pde / len(flat)) * res,
+                                           np.sqrt(wt.boundary / bc.size) * bc, wt.ridge * jnp.asarray(w)]))
+
+    x0 = np.asarray(out.weights[0]) * (1.0 + 0.05 * np.random.default_rng(0).normal(size=b.shape[-1]))
+    ref = scipy.optimize.least_squares(r, x0, xtol=1e-15, ftol=1e-15, gtol=1e-15).x
+    np.testing.assert_allclose(out.weights[0], ref, rtol=1e-6, atol=1e-6 * np.max(np.abs(ref)))
+
+
+def test_unknown_initial_mode_is_refused():
+    with pytest.raises(ValueError, match="initial must be 'rows' or 'construction'"):
+        HardConstraint(PDE, GRID, (1, 1), 10, initial="exact")

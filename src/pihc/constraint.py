@@ -91,14 +91,37 @@ def _affine_parts(f, basis, offset):
     return lin - zero[..., None], f(offset)
 
 
-def linearise(pde: PDE, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"], grid: Grid):
+def initial_by_construction(B: Float[Array, "*grid N"], offset: Float[Array, "*grid"],
+                            u0: Float[Array, "*space"], grid: Grid):
+    r"""Impose ``u(t_0) = u_0`` exactly: ``u = u_0 + s(t) (B w + offset)``.
+
+    ``s(t) = (t - t_0) / (t_1 - t_0)`` on the first (time) axis vanishes at
+    the initial time, so every weight vector satisfies the initial condition
+    and the initial rows are identically zero.  This is how the authors'
+    Navier-Stokes code imposes its initial condition; here it works for any
+    PDE whose first axis is time.  Scaling by ``t / T`` keeps the basis
+    values O(1) elsewhere.
+    """
+    t = grid.axes[0]
+    s = jnp.asarray((t.coords - t.lo) / (t.hi - t.lo), B.dtype).reshape((-1,) + (1,) * (B.ndim - 2))
+    return s[..., None] * B, jnp.broadcast_to(u0, offset.shape) + s * offset
+
+
+def linearise(pde: PDE, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"], grid: Grid,
+              initial: Literal["rows", "construction"] = "rows"):
     """Affine decomposition of the PDE terms and rows for ``u = B w + offset``.
+
+    ``(B, offset)`` come from ``pde.parametrise``; with ``initial =
+    "construction"`` they are then composed with
+    :func:`initial_by_construction`.
 
     Returns a dict with ``B`` (*grid, N), ``offset`` (*grid), ``terms``
     (*grid, n_terms, N), ``terms_offset`` (*grid, n_terms), ``ic`` (n_ic, N),
     ``ic_offset`` (n_ic,), ``bc`` (n_bc, N), ``bc_offset`` (n_bc,).
     """
     B, offset = pde.parametrise(basis, u0, grid)
+    if initial == "construction":
+        B, offset = initial_by_construction(B, offset, u0, grid)
     terms, terms_offset = _affine_parts(lambda u: pde.terms(u, grid), B, offset)
     ic, ic_offset = _affine_parts(lambda u: pde.initial_rows(u, u0, grid), B, offset)
     bc, bc_offset = _affine_parts(lambda u: pde.boundary_rows(u, grid), B, offset)
@@ -135,6 +158,13 @@ class HardConstraint(eqx.Module):
             already matches the data; ``"zeros"`` starts from ``w = 0``.
             Starting at ``u = 0`` is a poor choice for PDEs that are stiff
             there (diffusion-sorption's R(u) ~ u^(n_f - 1)).
+        initial: how the initial condition enters: ``"rows"`` (the paper's
+            diffusion-sorption setting: initial rows in every expert's
+            problem, weighed by ``weights.initial``) or ``"construction"``
+            (``u = u0 + (t - t0)/(T - t0) (B w + offset)``, exact for every
+            ``w``; see :func:`initial_by_construction`).  With rows, the
+            solver trades the initial rows against the PDE rows, whose units
+            differ; by construction there is nothing to trade.
 
     Raises:
         GridError: ``splits`` does not divide the grid.
@@ -151,8 +181,11 @@ class HardConstraint(eqx.Module):
     rtol: float = eqx.field(static=True, default=1e-8)
     atol: float = eqx.field(static=True, default=1e-12)
     init: Literal["rows", "zeros"] = eqx.field(static=True, default="rows")
+    initial: Literal["rows", "construction"] = eqx.field(static=True, default="rows")
 
     def __check_init__(self):
+        if self.initial not in ("rows", "construction"):
+            raise ValueError(f"initial must be 'rows' or 'construction', got {self.initial!r}")
         if self.init not in ("rows", "zeros"):
             raise ValueError(f"init must be 'rows' or 'zeros', got {self.init!r}")
         if self.rows not in ("global", "local"):
@@ -196,7 +229,7 @@ class HardConstraint(eqx.Module):
         self.grid.check(basis, channels=1, what="basis")
         basis = basis.astype(jnp.float64)
         u0 = jnp.asarray(u0, jnp.float64)
-        lin = linearise(self.pde, basis, u0, self.grid)
+        lin = linearise(self.pde, basis, u0, self.grid, self.initial)
         K, N = self.n_experts, basis.shape[-1]
         n_terms = lin["terms"].shape[-2]
         idx = self.sample(key)

@@ -125,21 +125,11 @@ def _optimistix_layer(hc, basis, u0, key):
     import jax.numpy as jnp
     import optimistix as optx
 
-    from pihc.constraint import linearise
     from pihc.partition import partition, unpartition
 
-    lin = linearise(hc.pde, basis, u0, hc.grid)
-    K, N = hc.n_experts, basis.shape[-1]
-    n_terms = lin["terms"].shape[-2]
-    idx = hc.sample(key)
-    take = jax.vmap(lambda a, i: a[i])
-    phi = take(partition(lin["terms"], hc.splits).reshape(K, -1, n_terms, N), idx)
-    c = take(partition(lin["terms_offset"], hc.splits).reshape(K, -1, n_terms), idx)
-    ic_mask, bc_mask = hc._masks()
-    args = dict(phi=phi, c=c, ic=lin["ic"], ic_offset=lin["ic_offset"], ic_mask=ic_mask,
-                bc=lin["bc"], bc_offset=lin["bc_offset"], bc_mask=bc_mask)
-    in_axes = dict(phi=0, c=0, ic=None, ic_offset=None, ic_mask=0, bc=None, bc_offset=None, bc_mask=0)
-    w0 = jax.vmap(hc._rows_solution, in_axes=(in_axes,))(args)
+    # The layer's own problem assembly and start: only the solver differs.
+    args, in_axes, lin, _ = hc.problems(basis, u0, key)
+    w0 = hc.initial_weights(args, in_axes)
     solver = optx.LevenbergMarquardt(rtol=hc.rtol, atol=hc.atol)
 
     def solve(w_start, a):

@@ -60,11 +60,18 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ConstraintConfig:
-    """The hard-constraint layer (ignored by ``sc``; ``splits`` only by ``moe``)."""
+    """The hard-constraint layer (ignored by ``sc``; ``splits`` only by ``moe``).
+
+    ``rows``: ``global`` (every expert fits all initial/boundary rows, the
+    paper) or ``local``.  ``initial``: ``rows`` (the initial condition as
+    weighted rows, the paper) or ``construction`` (``u = u0 + t/T (B w)``,
+    exact for every weight vector).
+    """
 
     splits: tuple[int, ...] = (1, 4)
     n_points: int = 20000
     rows: str = "global"
+    initial: str = "rows"
     pde_weight: float = 1.0
     initial_weight: float = 1.0
     boundary_weight: float = 1.0
@@ -226,6 +233,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.method must be 'sc', 'hc' or 'moe', got {cfg.model.method!r}")
     if cfg.constraint.rows not in ("global", "local"):
         raise ConfigError(f"constraint.rows must be 'global' or 'local', got {cfg.constraint.rows!r}")
+    if cfg.constraint.initial not in ("rows", "construction"):
+        raise ConfigError(f"constraint.initial must be 'rows' or 'construction', got {cfg.constraint.initial!r}")
     for name, v in [("optim.batch", cfg.optim.batch), ("optim.steps", cfg.optim.steps),
                     ("run.checkpoint_every", cfg.run.checkpoint_every),
                     ("model.n_basis", cfg.model.n_basis), ("model.width", cfg.model.width),
