@@ -154,3 +154,21 @@ def test_failed_solves_are_excluded_and_counted(tmp_path):
     same = jax.tree.map(lambda a, b: bool(jnp.all(a == b)), eqx.filter(model, eqx.is_inexact_array),
                         eqx.filter(new, eqx.is_inexact_array))
     assert all(jax.tree.leaves(same))
+    # After a successful step Adam has momentum; a step whose solves all fail
+    # must still leave the parameters and the optimiser state unchanged.
+    cfg_ok = tiny_config(tmp_path, "moe")
+    good = build_model(cfg_ok, data.pde, grid, jax.random.key(0))
+    keys = jax.random.split(jax.random.key(1), 3)
+    good, state, aux = make_step(cfg_ok, opt, data.pde, grid)(good, opt.init(eqx.filter(good, eqx.is_inexact_array)),
+                                                              u0, keys)
+    assert int(aux["failed_solves"]) == 0 and int(aux["skipped_update"]) == 0
+    failing = eqx.tree_at(lambda m: m.backbone, model, good.backbone)
+    # The same moments, on the failing model's pytree (its static solver settings differ).
+    state = jax.tree.unflatten(jax.tree.structure(opt.init(eqx.filter(failing, eqx.is_inexact_array))),
+                               jax.tree.leaves(state))
+    assert float(jnp.max(jnp.abs(jax.tree.leaves(state)[1]))) > 0  # Adam has momentum now
+    after, state2, aux = make_step(cfg, opt, data.pde, grid)(failing, state, u0, keys)
+    assert int(aux["skipped_update"]) == 1
+    for a, b in zip(jax.tree.leaves(eqx.filter(failing, eqx.is_inexact_array)) + jax.tree.leaves(state),
+                    jax.tree.leaves(eqx.filter(after, eqx.is_inexact_array)) + jax.tree.leaves(state2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

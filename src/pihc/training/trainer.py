@@ -11,7 +11,8 @@ parameters equal those of an uninterrupted run.
 
 Solves that fail (``Solution.status != 0``) are counted in the metrics
 (``failed_solves``) and their samples are left out of that step's loss and
-gradient; they are never used as if converged.
+gradient; they are never used as if converged.  A step in which every
+sample's solve failed changes nothing (``skipped_update`` = 1).
 """
 
 from __future__ import annotations
@@ -152,9 +153,18 @@ def make_step(cfg: Config, optimizer, pde: PDE, grid: Grid):
         (_, aux), grads = eqx.filter_value_and_grad(_batch_loss, has_aux=True)(
             model, u0, keys, pde, grid, weights)
         params = eqx.filter(model, eqx.is_inexact_array)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        model = eqx.apply_updates(model, updates)
+        updates, new_state = optimizer.update(grads, opt_state, params)
+        new_model = eqx.apply_updates(model, updates)
+        # A step whose every solve failed has no gradient at all; leave the
+        # parameters and the optimiser's moments as they were, rather than
+        # let Adam's momentum move the parameters on stale information.
+        any_ok = aux["failed_solves"] < u0.shape[0]
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(any_ok, a, b), new, old)  # noqa: E731
+        arrays = keep(eqx.filter(new_model, eqx.is_array), eqx.filter(model, eqx.is_array))
+        model = eqx.combine(arrays, eqx.filter(model, eqx.is_array, inverse=True))
+        opt_state = keep(new_state, opt_state)
         aux["grad_norm"] = optax.tree.norm(grads)
+        aux["skipped_update"] = (~any_ok).astype(jnp.int32)
         return model, opt_state, aux
 
     return step
