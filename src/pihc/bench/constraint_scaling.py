@@ -259,6 +259,12 @@ def run_config(points: int, experts: int, batch: int, repeats: int, optimistix: 
         rel = np.max(np.abs(wo - wt), axis=-1) / np.max(np.abs(wo), axis=-1)  # per (sample, expert)
         row["both_converged"] = f"{int(both.sum())}/{both.size}"
         row["weights_max_rel_diff"] = float(rel[both].max()) if both.any() else None
+        # Where the weights differ, which solver stopped at the lower cost?
+        ro = np.asarray(results["ours", "fwd"][1]["rnorm"])
+        rt = np.asarray(results["optimistix", "fwd"][1]["rnorm"])
+        differ = both & (rel > 1e-6)
+        row["differing_solutions"] = int(differ.sum())
+        row["differing_ours_lower_cost"] = int((differ & (ro < rt)).sum())
         (_, _), go = results["ours", "fwd_bwd"]
         (_, _), gt = results["optimistix", "fwd_bwd"]
         gdiff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(float(np.max(np.abs(np.asarray(a)))), 1e-300))
