@@ -304,10 +304,11 @@ def _run_subprocess(spec: dict, timeout: float) -> dict:
 
 
 def loglog_slopes(rows: list[dict], key: str, lo: float = 1e3, hi: float = 1e6) -> dict:
-    """Least-squares slope of log(time) against log(points) per K, points in [lo, hi]."""
+    """Least-squares slope of log(time per sample) against log(points) per K,
+    points in [lo, hi] (per sample, so rows run with different batches compare)."""
     out = {}
     for K in sorted({r["experts"] for r in rows}):
-        pts = [(r["points"], r[key]) for r in rows
+        pts = [(r["points"], r[key] / r["batch"]) for r in rows
                if r["experts"] == K and key in r and lo <= r["points"] <= hi]
         if len(pts) >= 2:
             x, y = np.log10([p for p, _ in pts]), np.log10([t for _, t in pts])
