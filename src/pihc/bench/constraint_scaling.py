@@ -328,7 +328,7 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax, phase, title in zip(axes, ("fwd", "fwd_bwd"), ("forward", "forward + backward")):
         for i, K in enumerate(Ks):
             for name, style in (("ours", "-o"), ("optimistix", "--s")):
-                pts = sorted((r["points"], r[f"{name}_{phase}_s"]) for r in rows
+                pts = sorted((r["points"], r[f"{name}_{phase}_s"] / r["batch"]) for r in rows
                              if r["experts"] == K and f"{name}_{phase}_s" in r)
                 if pts:
                     label = f"K={K} " + ("pihc" if name == "ours" else "optimistix LM")
@@ -339,8 +339,8 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_xlabel("sampled points per expert")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    b = rows[0].get("batch", "?")
-    axes[0].set_ylabel(f"time per batch of {b} (s)")
+    batches = sorted({r["batch"] for r in rows})
+    axes[0].set_ylabel(f"time per sample (s; batches of {', '.join(map(str, batches))})")
     axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle("Hard-constraint layer, diffusion-sorption, N = 16: pihc LM vs optimistix LM")
     fig.tight_layout()
