@@ -50,7 +50,8 @@ def write_report(run_dir: str | Path) -> Path:
                   f" {metrics[0]['step_time_s']:.1f} s)",
                   f"- final loss {last['loss']:.4g} (PDE {last['pde']:.3g}, initial {last['initial']:.3g},"
                   f" boundary {last['boundary']:.3g})",
-                  f"- failed solves over the run: {failed}"]
+                  f"- samples with a failed solve, summed over steps: {failed}; steps skipped because"
+                  f" every solve failed: {sum(m.get('skipped_update', 0) for m in metrics)}"]
         if (run_dir / "plots" / "loss.png").exists():
             lines += ["", "![loss](plots/loss.png)"]
     if ev is not None:

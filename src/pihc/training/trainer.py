@@ -239,7 +239,9 @@ def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, res
         metrics.append(rec)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{rec['loss']:.3e}", res=f"{rec['pde']:.2e}",
+            skipped = rec.get("skipped_update", 0) == 1  # every solve failed: no loss to show
+            bar.set_postfix(loss="skipped" if skipped else f"{rec['loss']:.3e}",
+                            res="-" if skipped else f"{rec['pde']:.2e}",
                             it=f"{rec['solver_steps_mean']:.1f}", failed=rec["failed_solves"])
         if (step + 1) % cfg.run.checkpoint_every == 0 or step + 1 == end:
             save_checkpoint(ckpt, (model, opt_state), {"step": step + 1})
