@@ -253,7 +253,7 @@ def _lm(problem: _Problem, opts: _Options, w0, packed):
         return dict(
             w=w, g=g, A=A, cost=pick(cost_new, s["cost"]),
             mu=pick(mu_ok, s["mu"] * s["nu"]), nu=pick(jnp.asarray(2.0, w0.dtype), 2.0 * s["nu"]),
-            step=s["step"] + 1, done=ok & converged(w, A, g))
+            step=s["step"] + 1, done=ok & converged(w_new, A_new, g_new))
 
     s = jax.lax.while_loop(cond, body, init)
     status = jnp.where(~finite0, RESULTS.nonfinite,
