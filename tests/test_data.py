@@ -28,22 +28,52 @@ def test_pdebench_initial_conditions_are_reproduced():
         initial_conditions(1, 8, family="nope")
 
 
-def test_no_sorption_matches_the_exact_linear_solution():
-    """k_f = 0: du/dt = D (A u + b) exactly; compare with expm of the augmented matrix."""
+@pytest.mark.parametrize("offset", [None, 0.0, 0.5 / 1024])
+def test_no_sorption_matches_the_exact_linear_solution(offset):
+    """k_f = 0: du/dt = D (A u + b) exactly; compare with expm of the augmented matrix.
+
+    The ghost values are u_e + a (v - u_e) with a = dx / (dx/2 + offset):
+    a = 1 (PDEBench's ghost cells on this grid) for offset None."""
     D, dx = 5e-4, 1.0 / NX
-    pde = DiffusionSorption(freundlich_k=0.0)
+    pde = DiffusionSorption(freundlich_k=0.0, boundary_offset=offset)
+    a = 1.0 if offset is None else dx / (dx / 2 + offset)
     A = (np.diag(-2.0 * np.ones(NX)) + np.diag(np.ones(NX - 1), 1) + np.diag(np.ones(NX - 1), -1))
-    A[-1, -2] += D / dx
-    A[-1, -1] -= D / dx  # right ghost D (u_{n-2} - u_{n-1}) / dx
+    A[0, 0] += 1.0 - a  # left ghost u_0 + a (1 - u_0)
+    A[-1, -1] += 1.0 - a  # right ghost u_{n-1} + a (D (u_{n-2} - u_{n-1}) / dx - u_{n-1})
+    A[-1, -2] += a * D / dx
+    A[-1, -1] -= a * D / dx
     A /= dx ** 2
     b = np.zeros(NX)
-    b[0] = 1.0 / dx ** 2  # left ghost held at 1
+    b[0] = a / dx ** 2
     M = np.zeros((NX + 1, NX + 1))
     M[:NX, :NX], M[:NX, NX] = D * A, D * b
     u0 = np.full(NX, 0.1)
     exact = np.stack([(scipy.linalg.expm(M * t) @ np.append(u0, 1.0))[:NX] for t in GRID.coords("t")])
     got = solve_diffusion_sorption(u0[None], pde, GRID, rtol=1e-10, atol=1e-12)[0]
     assert np.linalg.norm(got - exact) / np.linalg.norm(exact) < 1e-7
+
+
+def test_coarse_solves_converge_at_second_order_to_the_pdebench_grid():
+    """Solved directly on 32..256 cells, the located ghost closure converges to
+    the 1024-cell (PDEBench) solution at second order; PDEBench's closure applied
+    on the coarse grid (boundary_offset=None) moves the boundary and is first order."""
+    fine = diffusion_sorption_grid(nt=11, nx=1024)
+    ref = solve_diffusion_sorption(np.full((1, 1024), 0.1), DiffusionSorption(), fine,
+                                   rtol=1e-9, atol=1e-11)[0]
+    nxs = np.array([32, 64, 128, 256])
+    errs = {}
+    for offset in (0.5 / 1024, None):
+        pde = DiffusionSorption(boundary_offset=offset)
+        errs[offset] = []
+        for nx in nxs:
+            g = diffusion_sorption_grid(nt=11, nx=nx)
+            u = solve_diffusion_sorption(np.full((1, nx), 0.1), pde, g, rtol=1e-9, atol=1e-11)[0]
+            r = fine.restrict(ref, fine.factors_to(g))
+            errs[offset].append(np.linalg.norm(u[1:] - r[1:]) / np.linalg.norm(r[1:]))
+    slope = lambda e: -np.polyfit(np.log(nxs), np.log(e), 1)[0]  # noqa: E731
+    assert slope(errs[0.5 / 1024]) > 1.9, errs
+    assert slope(errs[None]) < 1.3, errs
+    assert errs[0.5 / 1024][-1] < 1e-4 < errs[None][-1]
 
 
 def test_values_stay_in_unit_interval_and_mass_balances_boundary_fluxes():
@@ -53,12 +83,12 @@ def test_values_stay_in_unit_interval_and_mass_balances_boundary_fluxes():
     u = solve_diffusion_sorption(u0, pde, grid, rtol=1e-10, atol=1e-12)
     # The right ghost ~ 0 (outflow) pulls u below c0 near x = 1, but never below 0.
     assert u.min() >= 0.0 and u.max() <= 1.0 + 1e-12 and u[:, -1, -1].min() < u0.min()
-    D, dx, ub = 5e-4, 1.0 / NX, 1.0
+    D, dx = 5e-4, 1.0 / NX
     phi, rho, k, nf, eps = 0.29, 2880.0, 3.5e-4, 0.874, 1e-6
     S = u + (1 - phi) / phi * rho * k * ((u + eps) ** nf - eps ** nf)  # dS/du = R(u)
     mass = dx * S.sum(-1)
-    ghost_r = D * (u[..., -2] - u[..., -1]) / dx
-    flux = D / dx * ((ub - u[..., 0]) + (ghost_r - u[..., -1]))
+    ghost_l, ghost_r = pde.ghosts(u, dx)
+    flux = D / dx * ((ghost_l - u[..., 0]) + (ghost_r - u[..., -1]))
     t = grid.coords("t")
     # The inflow flux is singular at t = 0; compare mass changes from t = 5 on
     # (trapezoid in time, error O(dt^2) on a smooth flux).

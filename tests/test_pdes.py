@@ -40,15 +40,15 @@ def _residual(pde, u, grid):
     return pde.residual(pde.terms(u, grid))
 
 
-def _interior_error(pde, grid, u):
-    """max |residual| over t > 0 and every cell but the last.
+def _interior_error(pde, grid, u, first_row=1):
+    """max |residual| over rows t >= first_row and every cell but the last.
 
     The last cell's ghost is the discrete Robin closure D (u_{n-2} - u_{n-1}) / dx,
     which a free heat mode does not satisfy; that cell is checked against
     the hand-coded reference instead.
     """
     r = np.asarray(_residual(pde, jnp.asarray(u), grid))
-    return np.max(np.abs(r[1:, :-1]))
+    return np.max(np.abs(r[first_row:, :-1]))
 
 
 def _slope(h, err):
@@ -63,7 +63,8 @@ def test_sorption_off_retardation_is_one():
 
 
 def test_heat_residual_is_second_order_in_dx():
-    pde = DiffusionSorption(diffusivity=D, freundlich_k=0.0, time_accuracy=4)
+    pde = DiffusionSorption(diffusivity=D, freundlich_k=0.0, time_accuracy=4, boundary_offset=None,
+                            time_stencil="central")
     nxs = np.array([16, 32, 64, 128])
     errs = [_interior_error(pde, g, _heat_mode(g)) for g in (_grid(201, n) for n in nxs)]
     slope = _slope(1.0 / nxs, errs)
@@ -72,21 +73,33 @@ def test_heat_residual_is_second_order_in_dx():
     assert errs[-1] == pytest.approx(D * K**4 / 12 / 128**2, rel=0.05)
 
 
-@pytest.mark.parametrize("accuracy", [2, 4])
-def test_heat_residual_converges_in_dt_at_time_accuracy(accuracy):
-    pde = DiffusionSorption(diffusivity=D, freundlich_k=0.0, time_accuracy=accuracy)
+@pytest.mark.parametrize("stencil, accuracy", [("central", 2), ("central", 4), ("backward", 1),
+                                               ("backward", 2)])
+def test_heat_residual_converges_in_dt_at_time_accuracy(stencil, accuracy):
+    pde = DiffusionSorption(diffusivity=D, freundlich_k=0.0, time_accuracy=accuracy,
+                            boundary_offset=None, time_stencil=stencil)
     nts = np.array([11, 21, 41, 81])
-    errs = [_interior_error(pde, g, _heat_mode(g, discrete=True))
+    # BDF2 starts with one BDF1 row (only one earlier point): first order there.
+    first = 2 if stencil == "backward" else 1
+    errs = [_interior_error(pde, g, _heat_mode(g, discrete=True), first)
             for g in (_grid(n, 256) for n in nts)]
     slope = _slope(T_MAX / (nts - 1), errs)
     assert slope > accuracy - 0.2, (slope, errs)
+    if first == 2:
+        row1 = [np.max(np.abs(np.asarray(_residual(pde, jnp.asarray(_heat_mode(g, True)), g))[1, :-1]))
+                for g in (_grid(n, 256) for n in nts)]
+        assert 0.8 < _slope(T_MAX / (nts - 1), row1) < 1.2, row1
 
 
-def test_heat_residual_second_order_under_joint_refinement():
-    # exact continuous solution, dt and dx halved together (time_accuracy=2)
-    pde = DiffusionSorption(diffusivity=D, freundlich_k=0.0, time_accuracy=2)
+@pytest.mark.parametrize("stencil", ["central", "backward"])
+def test_heat_residual_second_order_under_joint_refinement(stencil):
+    # exact continuous solution, dt and dx halved together (second order in
+    # both; BDF2's first row is BDF1, left out)
+    pde = DiffusionSorption(diffusivity=D, freundlich_k=0.0, time_accuracy=2, boundary_offset=None,
+                            time_stencil=stencil)
     ns = np.array([16, 32, 64, 128])
-    errs = [_interior_error(pde, g, _heat_mode(g)) for g in (_grid(n // 2 + 1, n) for n in ns)]
+    first = 2 if stencil == "backward" else 1
+    errs = [_interior_error(pde, g, _heat_mode(g), first) for g in (_grid(n // 2 + 1, n) for n in ns)]
     slope = _slope(1.0 / ns, errs)
     assert slope > 2 - 0.2, (slope, errs)
 
@@ -114,8 +127,11 @@ def _smooth_positive(grid):
     return 0.1 + 0.8 * np.exp(-3.0 * x) * (1.0 - np.exp(-4.0 * t)) + 0.05 * np.sin(5.0 * x + t)
 
 
+# boundary_offset=None: PDEBench's ghost cells on the test's own grid, as the
+# hand-coded references assume; the located closure has its own tests below.
 PARAMS = dict(diffusivity=7e-4, porosity=0.35, bulk_density=2500.0, freundlich_k=4e-4,
-              freundlich_n=0.8, boundary_value=0.9, regularisation=1e-5)
+              freundlich_n=0.8, boundary_value=0.9, regularisation=1e-5, boundary_offset=None,
+              time_stencil="central", residual_form="divided")
 
 
 def test_residual_with_sorption_equals_numpy_reference():
@@ -183,16 +199,22 @@ def test_initial_rows_vanish_at_the_initial_condition():
     np.testing.assert_allclose(rows, -0.25, rtol=1e-14)
 
 
-def _quadratic_satisfying_ghosts(grid, pde, c2):
-    """a + b x + c2 x^2 whose values at x_{-1}, x_n equal the ghost values.
+def _boundary_locations(grid, pde):
+    """Where the boundary values are held: -offset and 1 + offset."""
+    off = grid.spacing("x") / 2 if pde.boundary_offset is None else pde.boundary_offset
+    return -off, 1.0 + off
 
-    Left: f(-dx/2) = bv.  Right: f(1 + dx/2) = D (f(x_{n-2}) - f(x_{n-1})) / dx.
+
+def _quadratic_satisfying_ghosts(grid, pde, c2):
+    """a + b x + c2 x^2 that takes the boundary values at the boundary locations.
+
+    Left: f(-offset) = bv.  Right: f(1 + offset) = D (f(x_{n-2}) - f(x_{n-1})) / dx.
     Two linear equations for (a, b); a quadratic is extrapolated exactly by
     the rows' 3-point rule, so the rows must vanish to round-off.
     """
     x = grid.coords("x")
     dx = grid.spacing("x")
-    xl, xr = x[0] - dx, x[-1] + dx
+    xl, xr = _boundary_locations(grid, pde)
     Dd = pde.diffusivity / dx
     A = np.array([[1.0, xl], [1.0, xr - Dd * (x[-2] - x[-1])]])
     rhs = np.array([pde.boundary_value - c2 * xl**2,
@@ -201,9 +223,10 @@ def _quadratic_satisfying_ghosts(grid, pde, c2):
     return a + b * x + c2 * x**2
 
 
-def test_boundary_rows_vanish_on_quadratic_matching_the_ghosts():
+@pytest.mark.parametrize("offset", [None, 0.0, 0.5 / 1024, 0.05])
+def test_boundary_rows_vanish_on_quadratic_matching_the_ghosts(offset):
     grid = _grid(5, 16)
-    pde = DiffusionSorption(**PARAMS)
+    pde = DiffusionSorption(**{**PARAMS, "boundary_offset": offset})
     c2 = np.array([0.3, -1.0, 2.0, 0.0, 0.7])[:, None]     # a different quadratic per time
     u = np.stack([_quadratic_satisfying_ghosts(grid, pde, c[0]) for c in c2])
     rows = np.asarray(pde.boundary_rows(jnp.asarray(u), grid))
@@ -213,6 +236,40 @@ def test_boundary_rows_vanish_on_quadratic_matching_the_ghosts():
     # right one by the shift too (the right ghost sees only differences)
     shifted = np.asarray(pde.boundary_rows(jnp.asarray(u + 0.1), grid))
     np.testing.assert_allclose(shifted, 0.1, rtol=1e-10)
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.5 / 1024, 0.01, 0.05])
+def test_ghosts_extrapolate_linear_profiles_through_the_boundary_location(offset):
+    """A straight line with f(-offset) = bv and f(1 + offset) = -D f' (the outflow
+    value) is reproduced exactly by the ghost values, so its u_xx vanishes in
+    every cell; PDEBench's closure on this 16-cell grid holds the values half
+    a cell (1/32) out instead and leaves u_xx = O(1 / dx) in the edge cells."""
+    grid = _grid(3, 16)
+    pde = DiffusionSorption(**{**PARAMS, "boundary_offset": offset})
+    x = grid.coords("x")
+    bv, D = pde.boundary_value, pde.diffusivity
+    # f = bv + beta (x + offset); f(1 + offset) = bv + beta (1 + 2 offset) = -D beta
+    beta = -bv / (1.0 + 2.0 * offset + D)
+    u = np.stack([bv + beta * (x + offset)] * 3)
+    u_xx = np.asarray(pde.terms(jnp.asarray(u), grid))[..., 2]
+    np.testing.assert_allclose(u_xx, 0.0, atol=1e-9)
+    np.testing.assert_allclose(pde.boundary_rows(jnp.asarray(u), grid), 0.0, atol=1e-12)
+    if abs(offset - grid.spacing("x") / 2) > 1e-3:
+        pdebench = DiffusionSorption(**{**PARAMS, "boundary_offset": None})
+        edge = np.asarray(pdebench.terms(jnp.asarray(u), grid))[..., 0, 2]
+        assert np.all(np.abs(edge) > 0.1 * abs(beta) * abs(offset - 1 / 32) * 16**2)
+
+
+def test_located_closure_is_pdebench_closure_on_pdebench_grid():
+    grid = diffusion_sorption_grid(nt=4, nx=1024)
+    u = jnp.asarray(np.random.default_rng(4).uniform(size=grid.shape))
+    located, pdebench = DiffusionSorption(), DiffusionSorption(boundary_offset=None)
+    assert located.boundary_offset == 0.5 / 1024 and located.ghost_weight(1 / 1024) == 1.0
+    np.testing.assert_array_equal(located.terms(u, grid), pdebench.terms(u, grid))
+    np.testing.assert_allclose(located.boundary_rows(u, grid), pdebench.boundary_rows(u, grid),
+                               rtol=1e-14, atol=1e-14)
+    with pytest.raises(ValueError, match="boundary_offset"):
+        DiffusionSorption(boundary_offset=-0.1).ghost_weight(0.1)
 
 
 def _smooth_satisfying_ghosts(x, dx, pde):
@@ -367,3 +424,41 @@ def test_vmap_over_batched_fields_equals_separate_pdes():
         np.testing.assert_allclose(rows[i], b_i, rtol=1e-12, atol=1e-15)
     # the batch really differs from sample to sample
     assert np.max(np.abs(res[0] - res[2])) > 1e-3 * np.max(np.abs(res[0]))
+
+
+# ------------------------------------------------ residual form and stencil
+
+def test_multiplied_form_is_divided_form_times_retardation_ratio():
+    grid = _grid(11, 32, t_max=500.0)
+    u = jnp.asarray(_smooth_positive(grid))
+    mult = DiffusionSorption(**{**PARAMS, "residual_form": "multiplied"})
+    div = DiffusionSorption(**PARAMS)
+    ratio = np.asarray(div.retardation(u)) / float(div.retardation(jnp.asarray(PARAMS["boundary_value"])))
+    assert ratio.min() > 1.0  # u < u_b: the factor is not trivially one
+    np.testing.assert_allclose(_residual(mult, u, grid), ratio * np.asarray(_residual(div, u, grid)),
+                               rtol=1e-12, atol=1e-15)
+
+
+def test_backward_stencil_reads_only_earlier_times():
+    grid = _grid(6, 8)
+    pde = DiffusionSorption()  # the default: BDF2 in time
+    u = jnp.asarray(np.random.default_rng(5).uniform(0.1, 0.9, grid.shape))
+    jac = np.asarray(jax.jacfwd(lambda v: _residual(pde, v, grid))(u))  # (t, x, t', x')
+    for n in range(1, 6):
+        reads = np.flatnonzero(np.abs(jac[n]).sum(axis=(0, 2)))
+        assert reads.max() == n and reads.min() == max(n - 2, 0), (n, reads)
+    dt = grid.spacing("t")
+    un = np.asarray(u)
+    np.testing.assert_allclose(np.asarray(pde.terms(u, grid))[3, :, 1],
+                               (3 * un[3] - 4 * un[2] + un[1]) / (2 * dt), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(time_stencil="forward"), "time_stencil"),
+    (dict(time_stencil="backward", time_accuracy=4), "time_accuracy"),
+    (dict(time_stencil="central", time_accuracy=1), "time_accuracy"),
+    (dict(residual_form="flux"), "residual_form"),
+])
+def test_bad_discretisation_settings_are_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        DiffusionSorption(**kw)

@@ -6,6 +6,9 @@ differentiable.
 
 * :func:`diff1` -- first derivative, finite differences of order 2 or 4
   (central inside, one-sided of the same order at non-periodic ends).
+* :func:`diff1_backward` -- first derivative by backward differentiation
+  formulas (BDF1/BDF2): each value reads only earlier points, so a residual
+  built on it along time is causal (an implicit time-stepping scheme).
 * :func:`diff2` -- second derivative, compact 3-point stencil inside
   (order 2), one-sided 4-point stencil at non-periodic ends (order 2).
 * :func:`diff2_ghost` -- the compact stencil closed by given ghost values
@@ -77,6 +80,41 @@ def diff1(u: Float[Array, "..."], axis: int, h: float, *, periodic: bool = False
     rev = jnp.flip(u, axis=axis)
     hi = [-_weighted(rev, axis, w, 0) / scale for w in rows][::-1]
     return jnp.concatenate(lo + [inner] + hi, axis=axis)
+
+
+# BDF weights on u_i, u_{i-1}, u_{i-2} and their scale (times h).
+_BDF = {1: ((1.0, -1.0), 1.0), 2: ((3.0, -4.0, 1.0), 2.0)}
+
+
+def diff1_backward(u: Float[Array, "..."], axis: int, h: float, *, order: int = 2
+                   ) -> Float[Array, "..."]:
+    """First derivative by the backward differentiation formula of ``order`` 1 or 2.
+
+    ``(u_i - u_{i-1}) / h`` (BDF1) or ``(3u_i - 4u_{i-1} + u_{i-2}) / 2h`` (BDF2;
+    BDF1 at i = 1, where only one earlier point exists).  Point 0 has no
+    earlier point and gets the forward difference ``(u_1 - u_0) / h``.
+
+    Along time this makes a residual causal: row i involves u_i and earlier
+    values only, so the residual equations are an implicit (A- and L-stable)
+    time-stepping scheme solved all at once.  Their least-squares problem is
+    then well posed: a small residual means a small error.  A central
+    difference instead decouples odd and even time rows (a leapfrog scheme,
+    unstable for diffusion), whose computational mode a fit can exploit.
+    """
+    if order not in _BDF:
+        raise ValueError(f"order must be 1 or 2, got {order}")
+    axis = axis % u.ndim
+    n = u.shape[axis]
+    if n < order + 1:
+        raise ValueError(f"axis {axis} has {n} points; BDF{order} needs at least {order + 1}")
+    first = (_take(u, axis, 1, 2) - _take(u, axis, 0, 1)) / h
+    w, scale = _BDF[order]
+    start = order  # the first point with `order` earlier ones
+    acc = 0.0
+    for j, wj in enumerate(w):
+        acc = acc + wj * _take(u, axis, start - j, n - j)
+    parts = [first] * start + [acc / (scale * h)]
+    return jnp.concatenate(parts, axis=axis)
 
 
 def diff2(u: Float[Array, "..."], axis: int, h: float, *,

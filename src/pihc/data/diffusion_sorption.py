@@ -7,6 +7,11 @@ centres ``x_i = (i + 1/2) dx`` and the semi-discrete system
     \frac{du_i}{dt} = \frac{D}{R(u_i)} \frac{u_{i+1} - 2 u_i + u_{i-1}}{dx^2},
     \qquad u_{-1} = u_b = 1, \quad u_{n} = D \frac{u_{n-2} - u_{n-1}}{dx},
 
+on PDEBench's 1024-cell grid.  On another grid the ghost values come from
+:meth:`pihc.pdes.DiffusionSorption.ghosts` (the boundary values stay where
+PDEBench's ghost cells put them, ``boundary_offset`` outside (0, 1)), so the
+PDE object's residual and the generator share one closure.
+
 with ``R`` from :meth:`pihc.pdes.DiffusionSorption.retardation` (the same
 object, so the physical constants have one source).  The generator integrates
 it exactly as PDEBench does (a hard clip of u at 0, ``smoothing = 0``).
@@ -105,11 +110,16 @@ def solve_diffusion_sorption(u0: np.ndarray, pde: DiffusionSorption = DiffusionS
         dR = np.where(u > 0, coeff * (nf - 1.0) * base ** (nf - 2.0), 0.0)
         return R, dR
 
-    def lap(u):  # u: (n, nx); PDEBench's ghost closure
+    # Ghost values u_e + a (v - u_e) (DiffusionSorption.ghosts); a = 1 on
+    # PDEBench's grid, where the ghosts hold the boundary values themselves.
+    a = float(p.ghost_weight(dx))
+
+    def lap(u):  # u: (n, nx)
         out = np.empty_like(u)
         out[:, 1:-1] = u[:, 2:] - 2 * u[:, 1:-1] + u[:, :-2]
-        out[:, 0] = u[:, 1] - 2 * u[:, 0] + ub
-        out[:, -1] = D * (u[:, -2] - u[:, -1]) / dx - 2 * u[:, -1] + u[:, -2]
+        out[:, 0] = u[:, 1] - (1 + a) * u[:, 0] + a * ub
+        right = D * (u[:, -2] - u[:, -1]) / dx
+        out[:, -1] = (1 - a) * u[:, -1] + a * right - 2 * u[:, -1] + u[:, -2]
         return out / dx ** 2
 
     def f(t, y):
@@ -121,12 +131,13 @@ def solve_diffusion_sorption(u0: np.ndarray, pde: DiffusionSorption = DiffusionS
         u = y.reshape(n, nx)
         R, dR = R_and_dR(u)
         L = lap(u)
-        a = D / R / dx ** 2  # d/du_j of (D/R_i) lap_i, j = i +- 1
-        main = -2.0 * a - D * dR / R ** 2 * L
-        main[:, -1] -= a[:, -1] * D / dx  # the right ghost depends on u_{n-1}
-        lower = a.copy()  # entry (i, i-1)
-        lower[:, -1] += a[:, -1] * D / dx  # ... and on u_{n-2}
-        upper = a.copy()
+        c = D / R / dx ** 2  # d/du_j of (D/R_i) lap_i, j = i +- 1
+        main = -2.0 * c - D * dR / R ** 2 * L
+        main[:, 0] += c[:, 0] * (1 - a)  # the left ghost depends on u_0
+        main[:, -1] += c[:, -1] * (1 - a - a * D / dx)  # the right one on u_{n-1}
+        lower = c.copy()  # entry (i, i-1)
+        lower[:, -1] += c[:, -1] * a * D / dx  # ... and on u_{n-2}
+        upper = c.copy()
         upper[:, -1] = 0.0  # no coupling across samples
         lower[:, 0] = 0.0
         return diags([lower.ravel()[1:], main.ravel(), upper.ravel()[:-1]], [-1, 0, 1], format="csc")
@@ -190,7 +201,8 @@ def generate_diffusion_sorption(path, *, samples: int, nx: int = SOLVE_NX, nt: i
     fine = diffusion_sorption_grid(fine_nt, fine_nx, t_max)
     config = {"problem": "diffusion-sorption", "samples": samples, "nx": nx, "nt": nt, "t_max": t_max,
               "seed": seed, "ic": ic, "solver": {"method": "BDF", "rtol": rtol, "atol": atol,
-                                                  "nx": fine_nx, "nt": fine_nt},
+                                                  "nx": fine_nx, "nt": fine_nt,
+                                                  "boundary_offset": pde.boundary_offset},
               "pde": physical_constants(pde)}
     starts = list(range(0, samples, batch))
     jobs = [(initial_conditions(min(batch, samples - s), fine_nx, seed + s, ic), pde, fine, target, rtol, atol)
