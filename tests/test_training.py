@@ -96,6 +96,10 @@ def test_config_errors_before_compute(tmp_path):
         from_dict(Config, {"optim": {"learning_rate": 1.0}})
     with pytest.raises(ConfigError, match="model.method"):
         load_config(None, ["model.method=xyz"])
+    # YAML 1.1 reads "3e-3" as a string; a float field takes it as the number
+    assert load_config(None, ["optim.lr=3e-3"]).optim.lr == 3e-3
+    with pytest.raises(ConfigError, match="optim.lr: expected a number"):
+        load_config(None, ["optim.lr=fast"])
     cfg = tiny_config(tmp_path, "moe", constraint__splits=[1, 3])
     data = _TinyData()
     with pytest.raises(GridError, match="axis x has 32 points; 3 experts do not divide it"):

@@ -137,6 +137,12 @@ def _coerce(tp, value, where: str):
             return None
         return _coerce(next(a for a in args if a is not type(None)), value, where)
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads exponents without a dot ("3e-3") as strings.
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
