@@ -13,7 +13,8 @@ solves its own problem
       + \rho^2 \lVert w_k \rVert^2,
 
 where ``S_k`` are ``m`` points drawn without replacement from block ``k``'s
-part of ``pde.residual_domain``, ``Phi_j`` (n_terms x N) are the PDE terms of
+part of ``pde.residual_domain`` (widened by ``overlap`` grid points on each
+side, so that neighbouring experts fit some of the same points), ``Phi_j`` (n_terms x N) are the PDE terms of
 the basis at point ``j`` (computed once per forward pass, reused by every
 solver iteration), ``F = pde.residual`` and the ``M`` masks select the
 initial/boundary rows: all of them for every expert (``rows="global"``, the
@@ -72,7 +73,7 @@ class ConstrainedSolution(eqx.Module):
         u: the constrained prediction on the grid.
         weights: each expert's weights, ``(K, N)``.
         solution: the solver's :class:`~pihc.least_squares.Solution`, one entry per expert.
-        points: flat indices (within each expert's block) of the sampled points.
+        points: flat grid indices of each expert's sampled points, ``(K, m)``.
     """
 
     u: Float[Array, "*grid"]
@@ -158,6 +159,12 @@ class HardConstraint(eqx.Module):
             already matches the data; ``"zeros"`` starts from ``w = 0``.
             Starting at ``u = 0`` is a poor choice for PDEs that are stiff
             there (diffusion-sorption's R(u) ~ u^(n_f - 1)).
+        overlap: per grid axis, how many grid points beyond its block an
+            expert also samples residual points from (default none: the
+            paper's disjoint blocks).  The prediction on block k is still
+            ``B w_k``; the overlap only makes neighbouring experts fit some
+            of the same points, which ties their solutions together at the
+            seams.
         initial: how the initial condition enters: ``"rows"`` (the paper's
             diffusion-sorption setting: initial rows in every expert's
             problem, weighed by ``weights.initial``) or ``"construction"``
@@ -182,6 +189,7 @@ class HardConstraint(eqx.Module):
     atol: float = eqx.field(static=True, default=1e-12)
     init: Literal["rows", "zeros"] = eqx.field(static=True, default="rows")
     initial: Literal["rows", "construction"] = eqx.field(static=True, default="rows")
+    overlap: tuple[int, ...] | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         if self.initial not in ("rows", "construction"):
@@ -192,27 +200,45 @@ class HardConstraint(eqx.Module):
             raise ValueError(f"rows must be 'global' or 'local', got {self.rows!r}")
         self.pde.check_grid(self.grid)
         check_splits(self.grid.shape, self.splits, self.grid.names)
-        counts = self.domain_blocks().sum(axis=1)
+        if self.overlap is not None and (len(self.overlap) != self.grid.ndim
+                                         or any(int(h) != h or h < 0 for h in self.overlap)):
+            raise ValueError(f"overlap {self.overlap} needs one non-negative integer per grid axis"
+                             f" {self.grid.names}")
+        counts = self.sampling_domains().sum(axis=1)
         if self.n_points < 1:
             raise ValueError(f"n_points must be >= 1, got {self.n_points}")
         if self.n_points > counts.min():
             raise ValueError(
                 f"{self.n_points} points per expert requested, but expert {int(counts.argmin())}'s"
-                f" block holds only {int(counts.min())} points of the residual domain"
+                f" sampling region holds only {int(counts.min())} points of the residual domain"
                 f" (grid {self.grid.shape}, splits {self.splits}); ask for at most {int(counts.min())}")
 
     @property
     def n_experts(self) -> int:
         return math.prod(self.splits)
 
-    def domain_blocks(self) -> np.ndarray:
-        """(K, P) bool: the residual domain of each block, flattened."""
+    def sampling_domains(self) -> np.ndarray:
+        """(K, G) bool over the flattened grid: where expert k samples its points.
+
+        Block k (row-major block coordinates, as :func:`~pihc.partition.partition`
+        numbers them), widened by ``overlap`` points per axis and clipped to
+        the grid, intersected with ``pde.residual_domain``.
+        """
+        shape = self.grid.shape
         mask = np.asarray(self.pde.residual_domain(self.grid), bool)
-        return partition(mask, self.splits).reshape(self.n_experts, -1)
+        block = [n // s for n, s in zip(shape, self.splits)]
+        halo = self.overlap or (0,) * self.grid.ndim
+        out = np.zeros((self.n_experts, self.grid.size), bool)
+        for k, coords in enumerate(np.ndindex(*self.splits)):
+            region = np.zeros(shape, bool)
+            region[tuple(slice(max(c * b - h, 0), min((c + 1) * b + h, n))
+                         for c, b, h, n in zip(coords, block, halo, shape))] = True
+            out[k] = (region & mask).ravel()
+        return out
 
     def sample(self, key: PRNGKeyArray) -> Int[Array, "K m"]:
-        """``n_points`` distinct flat indices per block, uniform over its domain."""
-        dom = jnp.asarray(self.domain_blocks())
+        """``n_points`` distinct flat grid indices per expert, uniform over its domain."""
+        dom = jnp.asarray(self.sampling_domains())
         # Uniform scores, -1 outside the domain: the top m are a uniform
         # sample without replacement from the domain points.
         scores = jnp.where(dom, jax.random.uniform(key, dom.shape), -1.0)
@@ -230,12 +256,11 @@ class HardConstraint(eqx.Module):
         basis = basis.astype(jnp.float64)
         u0 = jnp.asarray(u0, jnp.float64)
         lin = linearise(self.pde, basis, u0, self.grid, self.initial)
-        K, N = self.n_experts, basis.shape[-1]
+        N = basis.shape[-1]
         n_terms = lin["terms"].shape[-2]
         idx = self.sample(key)
-        take = jax.vmap(lambda a, i: a[i])
-        phi = take(partition(lin["terms"], self.splits).reshape(K, -1, n_terms, N), idx)
-        c = take(partition(lin["terms_offset"], self.splits).reshape(K, -1, n_terms), idx)
+        phi = lin["terms"].reshape(-1, n_terms, N)[idx]  # (K, m, n_terms, N)
+        c = lin["terms_offset"].reshape(-1, n_terms)[idx]
         ic_mask, bc_mask = self._masks()
         args = dict(phi=phi, c=c, ic=lin["ic"], ic_offset=lin["ic_offset"], ic_mask=ic_mask,
                     bc=lin["bc"], bc_offset=lin["bc_offset"], bc_mask=bc_mask)

@@ -65,10 +65,12 @@ class ConstraintConfig:
     ``rows``: ``global`` (every expert fits all initial/boundary rows, the
     paper) or ``local``.  ``initial``: ``rows`` (the initial condition as
     weighted rows, the paper) or ``construction`` (``u = u0 + t/T (B w)``,
-    exact for every weight vector).
+    exact for every weight vector).  ``overlap``: per grid axis, how many
+    grid points beyond its block each expert also samples (none by default).
     """
 
     splits: tuple[int, ...] = (1, 4)
+    overlap: tuple[int, ...] | None = None
     n_points: int = 20000
     rows: str = "global"
     initial: str = "rows"

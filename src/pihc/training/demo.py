@@ -10,13 +10,13 @@ from .config import load_config
 from .io import read_checkpoint_meta
 
 DEMO_CONFIG = "diffusion-sorption/moe-small"
-DEMO_STEPS = 250  # ~4 min on 2 cores, so `make demo` fits in 10 minutes with its set-up
+DEMO_STEPS = 400  # ~3.5 min on 2 cores, so `make demo` fits in 10 minutes with its set-up
 
 
 def run_demo(out: str | Path = "runs/demo", max_steps: int | None = DEMO_STEPS, log=print) -> dict:
     """Generate the small dataset (if missing), train ``moe-small``, evaluate, write the report.
 
-    The demo stops after ``max_steps`` (default 250 of the config's 700;
+    The demo stops after ``max_steps`` (default 400 of the config's 1000;
     ``pihc train --resume runs/demo`` continues to the end, exactly as an
     uninterrupted run would).  An existing finished run in ``out`` is
     re-evaluated; an unfinished one is resumed.  Nothing in ``out`` is deleted.
