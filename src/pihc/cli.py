@@ -80,7 +80,7 @@ def _cmd_bench(a, rest) -> int:
 def _cmd_demo(a) -> int:
     from .training.demo import run_demo
 
-    run_demo(a.out, max_steps=a.max_steps)
+    run_demo(a.out, **({} if a.max_steps is None else {"max_steps": a.max_steps}))
     return 0
 
 
@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", help="generate data, train the small MoE config, evaluate, report")
     m.add_argument("--out", default="runs/demo")
-    m.add_argument("--max-steps", type=int, default=250,
-                   help="training steps of the demo (default 250 of moe-small's 700)")
+    m.add_argument("--max-steps", type=int, default=None,
+                   help="training steps of the demo, with the schedule compressed to match (default 500)")
     m.set_defaults(func=_cmd_demo)
     return p
 
