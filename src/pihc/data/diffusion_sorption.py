@@ -99,7 +99,7 @@ def solve_diffusion_sorption(u0: np.ndarray, pde: DiffusionSorption = DiffusionS
     if grid.shape[1] != nx:
         raise ValueError(f"u0 has {nx} cells but the grid has {grid.shape[1]}")
     p = _exact_pde(pde)
-    D, ub = float(p.diffusivity), float(p.boundary_value)
+    D = float(p.diffusivity)
     dx = grid.spacing("x")
     coeff = (1 - p.porosity) / p.porosity * p.bulk_density * p.freundlich_k * p.freundlich_n
     nf, eps = float(p.freundlich_n), float(p.regularisation)
@@ -110,16 +110,16 @@ def solve_diffusion_sorption(u0: np.ndarray, pde: DiffusionSorption = DiffusionS
         dR = np.where(u > 0, coeff * (nf - 1.0) * base ** (nf - 2.0), 0.0)
         return R, dR
 
-    # Ghost values u_e + a (v - u_e) (DiffusionSorption.ghosts); a = 1 on
-    # PDEBench's grid, where the ghosts hold the boundary values themselves.
+    # The ghost values are the PDE object's (DiffusionSorption.ghosts:
+    # (1 - a) u_e + a v, a = 1 on PDEBench's grid); `a` also enters the Jacobian.
     a = float(p.ghost_weight(dx))
 
     def lap(u):  # u: (n, nx)
+        left, right = p.ghosts(u, dx)
         out = np.empty_like(u)
         out[:, 1:-1] = u[:, 2:] - 2 * u[:, 1:-1] + u[:, :-2]
-        out[:, 0] = u[:, 1] - (1 + a) * u[:, 0] + a * ub
-        right = D * (u[:, -2] - u[:, -1]) / dx
-        out[:, -1] = (1 - a) * u[:, -1] + a * right - 2 * u[:, -1] + u[:, -2]
+        out[:, 0] = u[:, 1] - 2 * u[:, 0] + left
+        out[:, -1] = right - 2 * u[:, -1] + u[:, -2]
         return out / dx ** 2
 
     def f(t, y):

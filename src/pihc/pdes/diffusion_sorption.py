@@ -165,12 +165,14 @@ class DiffusionSorption(PDE):
         return dx / (0.5 * dx + self.boundary_offset)
 
     def ghosts(self, u: Float[Array, "... nx"], dx: float):
-        """Ghost values beyond the left and right cells, affine in ``u``."""
+        """Ghost values beyond the left and right cells, affine in ``u``.
+
+        Written ``(1 - a) u_e + a v`` so that ``a = 1`` gives ``v`` exactly
+        (PDEBench's closure, bit for bit).
+        """
         a = self.ghost_weight(dx)
-        left = self.boundary_value if a == 1.0 else u[..., 0] + a * (self.boundary_value - u[..., 0])
-        right = self._right_value(u, dx)
-        if a != 1.0:
-            right = u[..., -1] + a * (right - u[..., -1])
+        left = (1.0 - a) * u[..., 0] + a * self.boundary_value
+        right = (1.0 - a) * u[..., -1] + a * self._right_value(u, dx)
         return left, right
 
     def terms(self, u: Float[Array, "nt nx"], grid: Grid) -> Float[Array, "nt nx 3"]:
@@ -208,10 +210,10 @@ class DiffusionSorption(PDE):
         dx = grid.spacing("x")
         v = u[1:]  # t > 0 (see residual_domain)
         # Quadratic extrapolation from the three edge cells to the boundary
-        # location, s cells beyond the edge cell (s = 1, the ghost cell, gives
-        # 3u_0 - 3u_1 + u_2): Lagrange weights at -s for nodes 0, 1, 2.
-        offset = 0.5 * dx if self.boundary_offset is None else self.boundary_offset
-        s = 0.5 + offset / dx
+        # location, s = (dx/2 + offset) / dx cells beyond the edge cell (s = 1,
+        # the ghost cell, gives 3u_0 - 3u_1 + u_2): Lagrange weights at -s
+        # for nodes 0, 1, 2.
+        s = 1.0 / self.ghost_weight(dx)
         w = ((s + 1.0) * (s + 2.0) / 2.0, -s * (s + 2.0), s * (s + 1.0) / 2.0)
         left = w[0] * v[:, 0] + w[1] * v[:, 1] + w[2] * v[:, 2] - self.boundary_value
         right = w[0] * v[:, -1] + w[1] * v[:, -2] + w[2] * v[:, -3] - self._right_value(v, dx)
