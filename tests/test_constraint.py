@@ -148,10 +148,10 @@ def test_gradient_through_the_layer_matches_finite_differences():
 
     # The implicit gradient is that of the solution, so both solves must
     # converge (expert 1 converges slowly on this basis for some samples).
-    assert np.all(np.asarray(hc(b, u0, jax.random.key(3)).solution.status) == RESULTS.successful)
+    assert np.all(np.asarray(hc(b, u0, jax.random.key(0)).solution.status) == RESULTS.successful)
 
     def loss(bb):
-        return jnp.sum(probe * hc(bb, u0, jax.random.key(3)).u)
+        return jnp.sum(probe * hc(bb, u0, jax.random.key(0)).u)
 
     g = jax.grad(loss)(b)
     eps = 1e-6
