@@ -66,6 +66,12 @@ def test_linearise_is_the_affine_decomposition():
                                PDE.terms(u, GRID), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(lin["ic"] @ w + lin["ic_offset"], PDE.initial_rows(u, u0, GRID), atol=1e-13)
     np.testing.assert_allclose(lin["bc"] @ w + lin["bc_offset"], PDE.boundary_rows(u, GRID), atol=1e-11)
+    # Given points, the terms are those of the whole grid at the points.
+    pts = jnp.asarray([[3, 40, 100], [7, 8, 200]])
+    at = linearise(PDE, b, u0, GRID, points=pts)
+    n_terms = lin["terms"].shape[-2]
+    np.testing.assert_array_equal(at["phi"], lin["terms"].reshape(-1, n_terms, b.shape[-1])[pts])
+    np.testing.assert_array_equal(at["c"], lin["terms_offset"].reshape(-1, n_terms)[pts])
 
 
 @pytest.mark.parametrize("splits,rows,overlap", [((1, 1), "global", None), ((1, 4), "global", None),

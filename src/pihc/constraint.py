@@ -117,16 +117,25 @@ def _columns_fwd(f, basis, *args):
 
 def _columns_bwd(f, res, ct):
     basis, args = res
+    # Differentiate with respect to the floating arguments; integer ones
+    # (indices) get no cotangent.
+    inexact = [eqx.is_inexact_array(a) or isinstance(a, eqx.Module) for a in args]
 
     def one(xs):
         column, ct_column = xs
-        _, vjp = jax.vjp(lambda u, a: f(u, *a), column, args)
+
+        def g(u, floats):
+            it = iter(floats)
+            return f(u, *[next(it) if d else a for a, d in zip(args, inexact)])
+
+        _, vjp = jax.vjp(g, column, [a for a, d in zip(args, inexact) if d])
         return vjp(ct_column)
 
     last_to_first = lambda a: jnp.moveaxis(a, -1, 0)  # noqa: E731
-    ct_cols, ct_args = jax.lax.map(one, (last_to_first(basis), jax.tree.map(last_to_first, ct)))
+    ct_cols, ct_floats = jax.lax.map(one, (last_to_first(basis), jax.tree.map(last_to_first, ct)))
     # f's dependence on args is summed over the columns (each column is one f call).
-    return (jnp.moveaxis(ct_cols, 0, -1), *jax.tree.map(lambda c: jnp.sum(c, axis=0), ct_args))
+    it = iter(jax.tree.map(lambda c: jnp.sum(c, axis=0), ct_floats))
+    return (jnp.moveaxis(ct_cols, 0, -1), *[next(it) if d else None for d in inexact])
 
 
 _columns.defvjp(_columns_fwd, _columns_bwd)
@@ -149,31 +158,42 @@ def initial_by_construction(B: Float[Array, "*grid N"], offset: Float[Array, "*g
 
 
 def linearise(pde: PDE, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"], grid: Grid,
-              initial: Literal["rows", "construction"] = "rows"):
+              initial: Literal["rows", "construction"] = "rows",
+              points: Int[Array, "K m"] | None = None):
     """Affine decomposition of the PDE terms and rows for ``u = B w + offset``.
 
     ``(B, offset)`` come from ``pde.parametrise``; with ``initial =
     "construction"`` they are then composed with
     :func:`initial_by_construction`.
 
-    Returns a dict with ``B`` (*grid, N), ``offset`` (*grid), ``terms``
-    (*grid, n_terms, N), ``terms_offset`` (*grid, n_terms), ``ic`` (n_ic, N),
-    ``ic_offset`` (n_ic,), ``bc`` (n_bc, N), ``bc_offset`` (n_bc,).
+    Returns a dict with ``B`` (*grid, N), ``offset`` (*grid), ``ic`` (n_ic, N),
+    ``ic_offset`` (n_ic,), ``bc`` (n_bc, N), ``bc_offset`` (n_bc,) and the PDE
+    terms: on the whole grid, ``terms`` (*grid, n_terms, N) and
+    ``terms_offset`` (*grid, n_terms); or, given ``points`` (flat grid
+    indices, any shape P), only there: ``phi`` (*P, n_terms, N) and ``c``
+    (*P, n_terms).
     """
     B, offset = pde.parametrise(basis, u0, grid)
     if initial == "construction":
         B, offset = initial_by_construction(B, offset, u0, grid)
     # One pass over the columns for all three parts (see _columns).  The
-    # PDE's array fields (if any) and u0 are passed, not closed over.
+    # PDE's array fields (if any), u0 and the points are passed, not closed over.
     dynamic, static = eqx.partition(pde, eqx.is_inexact_array)
 
-    def parts(u, dynamic, u0):
+    def parts(u, dynamic, u0, points):
         p = eqx.combine(dynamic, static)
-        return p.terms(u, grid), p.initial_rows(u, u0, grid), p.boundary_rows(u, grid)
+        terms = p.terms(u, grid)
+        if points is not None:
+            # Gathered per column, so that the transpose (a scatter into a
+            # grid-sized array) is per column too (see _columns).
+            terms = terms.reshape(-1, terms.shape[-1])[points]
+        return terms, p.initial_rows(u, u0, grid), p.boundary_rows(u, grid)
 
-    (terms, ic, bc), (terms_offset, ic_offset, bc_offset) = _affine_parts(parts, B, offset, dynamic, u0)
-    return dict(B=B, offset=offset, terms=terms, terms_offset=terms_offset,
-                ic=ic, ic_offset=ic_offset, bc=bc, bc_offset=bc_offset)
+    (terms, ic, bc), (terms_offset, ic_offset, bc_offset) = _affine_parts(
+        parts, B, offset, dynamic, u0, points)
+    names = ("terms", "terms_offset") if points is None else ("phi", "c")
+    return {"B": B, "offset": offset, names[0]: terms, names[1]: terms_offset,
+            "ic": ic, "ic_offset": ic_offset, "bc": bc, "bc_offset": bc_offset}
 
 
 def _row_masks(points: np.ndarray, grid_shape, splits) -> np.ndarray:
@@ -317,14 +337,12 @@ class HardConstraint(eqx.Module):
         self.grid.check(basis, channels=1, what="basis")
         basis = basis.astype(jnp.float64)
         u0 = jnp.asarray(u0, jnp.float64)
-        lin = linearise(self.pde, basis, u0, self.grid, self.initial)
-        N = basis.shape[-1]
-        n_terms = lin["terms"].shape[-2]
-        idx = self.sample(key)
-        phi = lin["terms"].reshape(-1, n_terms, N)[idx]  # (K, m, n_terms, N)
-        c = lin["terms_offset"].reshape(-1, n_terms)[idx]
+        with jax.named_scope("sample"):
+            idx = self.sample(key)
+        with jax.named_scope("linearise"):
+            lin = linearise(self.pde, basis, u0, self.grid, self.initial, points=idx)
         ic_mask, bc_mask = self._masks()
-        args = dict(phi=phi, c=c, ic=lin["ic"], ic_offset=lin["ic_offset"], ic_mask=ic_mask,
+        args = dict(phi=lin["phi"], c=lin["c"], ic=lin["ic"], ic_offset=lin["ic_offset"], ic_mask=ic_mask,
                     bc=lin["bc"], bc_offset=lin["bc_offset"], bc_mask=bc_mask)
         in_axes = dict(phi=0, c=0, ic=None, ic_offset=None, ic_mask=0, bc=None, bc_offset=None,
                        bc_mask=0)
@@ -338,12 +356,16 @@ class HardConstraint(eqx.Module):
 
     def __call__(self, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"],
                  key: PRNGKeyArray, w0: Float[Array, "K N"] | None = None) -> ConstrainedSolution:
-        args, in_axes, lin, idx = self.problems(basis, u0, key)
-        if w0 is None:
-            w0 = self.initial_weights(args, in_axes)
-        sol = jax.vmap(self._solve_expert, in_axes=(0, in_axes))(jax.lax.stop_gradient(w0), args)
-        blocks = partition(lin["B"], self.splits)  # (K, *block, N)
-        u = unpartition(jnp.einsum("k...n,kn->k...", blocks, sol.value), self.splits) + lin["offset"]
+        # Named scopes label the parts in profiles (jax.profiler, XLA dumps).
+        with jax.named_scope("pihc.constraint.problems"):
+            args, in_axes, lin, idx = self.problems(basis, u0, key)
+        with jax.named_scope("pihc.constraint.solve"):
+            if w0 is None:
+                w0 = self.initial_weights(args, in_axes)
+            sol = jax.vmap(self._solve_expert, in_axes=(0, in_axes))(jax.lax.stop_gradient(w0), args)
+        with jax.named_scope("pihc.constraint.assemble"):
+            blocks = partition(lin["B"], self.splits)  # (K, *block, N)
+            u = unpartition(jnp.einsum("k...n,kn->k...", blocks, sol.value), self.splits) + lin["offset"]
         return ConstrainedSolution(u=u, weights=sol.value, solution=sol, points=idx)
 
     def _masks(self):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -63,7 +64,8 @@ class PISC(eqx.Module):
 
     def __call__(self, u0: Float[Array, "*space"], key: PRNGKeyArray | None = None) -> Prediction:
         x = input_features(u0, self.grid)
-        u = self.backbone(x.astype(jnp.float32))[..., 0].astype(jnp.float64)
+        with jax.named_scope("pihc.backbone"):
+            u = self.backbone(x.astype(jnp.float32))[..., 0].astype(jnp.float64)
         return Prediction(u=u, constrained=None)
 
 
@@ -81,7 +83,8 @@ class _HardConstrained(eqx.Module):
 
     def basis(self, u0: Float[Array, "*space"]) -> Float[Array, "*grid N"]:
         x = input_features(u0, self.grid)
-        return self.backbone(x.astype(jnp.float32))
+        with jax.named_scope("pihc.backbone"):
+            return self.backbone(x.astype(jnp.float32))
 
     def __call__(self, u0: Float[Array, "*space"], key: PRNGKeyArray) -> Prediction:
         out = self.constraint(self.basis(u0), u0, key)

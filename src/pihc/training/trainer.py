@@ -136,7 +136,8 @@ def _batch_loss(model, u0, keys, pde, grid, weights):
     # them reaches the gradient (a where after the loss would still
     # propagate 0 * NaN), and weight them out.
     u = jnp.where(ok.reshape((-1,) + (1,) * (pred.u.ndim - 1)), pred.u, 0.0)
-    losses, parts = jax.vmap(lambda v, a: physics_loss(pde, v, a, grid, weights))(u, u0)
+    with jax.named_scope("pihc.loss"):
+        losses, parts = jax.vmap(lambda v, a: physics_loss(pde, v, a, grid, weights))(u, u0)
     n_ok = jnp.sum(ok)
     w = ok / jnp.maximum(n_ok, 1)
     loss = jnp.sum(w * losses)
