@@ -225,3 +225,20 @@ def test_columnwise_transpose_matches_plain_autodiff():
     ct = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape)), ref)
     for got, want in zip(jax.tree.leaves((out, vjp(ct))), jax.tree.leaves((ref, vjp_ref(ct)))):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
+
+
+def test_normal_equations_with_the_rows_gram_match_the_stacked_residual():
+    """The solver's normal equations (rows' Gram precomputed) equal those of
+    the stacked residual and its Jacobian."""
+    b = smooth_basis(seed=2)
+    u0 = jnp.full(GRID.shape[1], 0.1)
+    hc = HardConstraint(PDE, GRID, (1, 2), 60, weights=WEIGHTS)
+    args, in_axes, _, _ = hc.problems(b, u0, jax.random.key(0))
+    a = jax.tree.map(lambda x, ax: x if ax is None else x[1], args, in_axes)
+    w = jnp.asarray(np.random.default_rng(3).normal(size=b.shape[-1]))
+    cost, g, A = hc.normal_equations(w, dict(a, **hc._rows_gram(a)))
+    r, J = hc.residual_and_jac(w, a)
+    np.testing.assert_allclose(r, hc.residual(w, a), rtol=1e-13)
+    np.testing.assert_allclose(cost, 0.5 * r @ r, rtol=1e-11)
+    np.testing.assert_allclose(g, J.T @ r, rtol=1e-10, atol=1e-12 * np.abs(J.T @ r).max())
+    np.testing.assert_allclose(A, J.T @ J, rtol=1e-10, atol=1e-12 * np.abs(A).max())

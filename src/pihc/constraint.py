@@ -408,18 +408,45 @@ class HardConstraint(eqx.Module):
                              self.weights.ridge * jnp.eye(w.shape[0], dtype=w.dtype)])
         return r, J
 
+    def _rows_gram(self, a) -> dict:
+        """Normal equations of the linear rows (initial, boundary, ridge): ``R^T R``, ``R^T r_0``, ``r_0 . r_0``.
+
+        They do not depend on ``w``, so each solve forms them once rather
+        than in every iteration.
+        """
+        _, s_ic, s_bc = self._scales(a)
+        R = jnp.concatenate([s_ic[:, None] * a["ic"], s_bc[:, None] * a["bc"]])
+        r0 = jnp.concatenate([s_ic * a["ic_offset"], s_bc * a["bc_offset"]])
+        n = a["ic"].shape[1]
+        return dict(rows_A=R.T @ R + self.weights.ridge ** 2 * jnp.eye(n, dtype=R.dtype),
+                    rows_g=R.T @ r0, rows_c=r0 @ r0)
+
+    def normal_equations(self, w: Float[Array, " N"], a: dict):
+        """``(1/2 ||r||^2, J^T r, J^T J)`` of :meth:`residual`, the rows' part precomputed.
+
+        ``a`` holds :meth:`_rows_gram`'s arrays besides the problem's.
+        """
+        s_pde, _, _ = self._scales(a)
+        T = jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"]
+        F, dF = jax.vmap(jax.value_and_grad(self.pde.residual))(T)  # (m,), (m, n_terms)
+        J = s_pde * jnp.einsum("mt,mtn->mn", dF, a["phi"])
+        r = s_pde * F
+        Aw = a["rows_A"] @ w
+        cost = 0.5 * (r @ r + w @ Aw + 2.0 * a["rows_g"] @ w + a["rows_c"])
+        return cost, J.T @ r + Aw + a["rows_g"], J.T @ J + a["rows_A"]
+
     def _rows_solution(self, a) -> Float[Array, " N"]:
         """argmin_w of the row blocks and the ridge alone (normal equations)."""
-        _, s_ic, s_bc = self._scales(a)
-        A = jnp.concatenate([s_ic[:, None] * a["ic"], s_bc[:, None] * a["bc"]])
-        b = jnp.concatenate([s_ic * a["ic_offset"], s_bc * a["bc_offset"]])
-        n = a["ic"].shape[1]
-        M = A.T @ A + self.weights.ridge ** 2 * jnp.eye(n, dtype=A.dtype)
-        w = -jnp.linalg.solve(M, A.T @ b)
+        gram = self._rows_gram(a)
+        w = -jnp.linalg.solve(gram["rows_A"], gram["rows_g"])
         # A non-finite start (NaN in the basis) is left to the solver, which
         # reports it; zeros would hide nothing but are a valid fallback.
         return jnp.where(jnp.all(jnp.isfinite(w)), w, jnp.zeros_like(w))
 
     def _solve_expert(self, w0, a) -> Solution:
-        return least_squares(self.residual, w0, a, max_steps=self.max_steps, rtol=self.rtol,
-                             atol=self.atol, jac=self.residual_and_jac)
+        # The rows' Gram matrix enters the arguments so that the solver's
+        # iterations reuse it; the implicit backward differentiates
+        # self.residual, which reads the rows themselves (the Gram arrays
+        # get no cotangent, and need none).
+        return least_squares(self.residual, w0, dict(a, **self._rows_gram(a)), max_steps=self.max_steps,
+                             rtol=self.rtol, atol=self.atol, normal_equations=self.normal_equations)
