@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-plots", action="store_true")
     e.set_defaults(func=_cmd_evaluate)
 
-    b = sub.add_parser("bench", help="run a benchmark (constraint | generator | step-cost | accuracy)",
+    b = sub.add_parser("bench", help="run a benchmark (constraint | generator | step-cost | step-profile | accuracy)",
                        add_help=False)
     b.add_argument("name")
     b.set_defaults(func=None)

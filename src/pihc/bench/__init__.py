@@ -7,6 +7,7 @@ import importlib
 _BENCHMARKS = {
     "constraint": "pihc.bench.constraint_scaling",
     "step-cost": "pihc.bench.step_cost",
+    "step-profile": "pihc.bench.step_profile",
     "accuracy": "pihc.bench.accuracy",
     "generator": "pihc.bench.generator_speed",
 }
