@@ -309,7 +309,7 @@ class HardConstraint(eqx.Module):
         # replacement from the expert's domain.  Scores are drawn per domain
         # point (not per grid point) and in float32, which XLA's CPU top-k
         # handles natively: 5x cheaper than float64 scores over the whole grid
-        # (benchmarks/sampling.py).  Ties between 23-bit uniforms are broken
+        # (benchmarks/step_profile.py).  Ties between 23-bit uniforms are broken
         # by index; they only decide between two points of equal score.
         scores = jnp.where(valid, jax.random.uniform(key, candidates.shape, jnp.float32), -1.0)
         pick = jax.lax.top_k(scores, self.n_points)[1]
