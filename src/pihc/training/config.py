@@ -94,7 +94,11 @@ class LossConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """Adam with gradient clipping; lr halves every ``decay_every`` steps to ``min_lr``."""
+    """Adam with gradient clipping; lr halves every ``decay_every`` steps to ``min_lr``.
+
+    ``warmup`` > 0 ramps the rate linearly from 0 to ``lr`` over that many
+    steps first (the decay then counts from the end of the ramp).
+    """
 
     lr: float = 1e-3
     decay_every: int = 800
@@ -103,6 +107,7 @@ class OptimConfig:
     clip: float = 1.0
     batch: int = 6
     steps: int = 4000
+    warmup: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,6 +254,8 @@ def validate(cfg: Config) -> None:
                     ("model.layers", cfg.model.layers), ("constraint.n_points", cfg.constraint.n_points)]:
         if v < 1:
             raise ConfigError(f"{name} must be >= 1, got {v}")
+    if cfg.optim.warmup < 0:
+        raise ConfigError(f"optim.warmup must be >= 0, got {cfg.optim.warmup}")
     if len(cfg.model.modes) != 2 or len(cfg.model.padding) != 2:
         raise ConfigError("model.modes and model.padding need one entry per grid axis (t, x)")
     if cfg.data.test_samples < 1:

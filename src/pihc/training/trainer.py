@@ -69,11 +69,18 @@ def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
     return (PIHCMoE if mc.method == "moe" else PIHC)(backbone, constraint)
 
 
-def make_optimizer(cfg: Config) -> optax.GradientTransformation:
+def learning_rate_schedule(cfg: Config) -> optax.Schedule:
+    """Step -> learning rate: ``lr`` halved (``decay_rate``) every ``decay_every`` steps down to
+    ``min_lr``, after a linear ramp from 0 over ``warmup`` steps if ``warmup`` > 0."""
     o = cfg.optim
-    schedule = optax.exponential_decay(o.lr, o.decay_every, o.decay_rate, staircase=True,
-                                       end_value=o.min_lr)
-    return optax.chain(optax.clip_by_global_norm(o.clip), optax.adam(schedule))
+    if o.warmup:
+        return optax.warmup_exponential_decay_schedule(
+            0.0, o.lr, o.warmup, o.decay_every, o.decay_rate, staircase=True, end_value=o.min_lr)
+    return optax.exponential_decay(o.lr, o.decay_every, o.decay_rate, staircase=True, end_value=o.min_lr)
+
+
+def make_optimizer(cfg: Config) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(cfg.optim.clip), optax.adam(learning_rate_schedule(cfg)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,8 +225,7 @@ def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, res
     u0_train = jnp.asarray(load_initial(cfg, data, data.train_idx))
     end = cfg.optim.steps if max_steps is None else min(cfg.optim.steps, start + max_steps)
     step_fn = make_step(cfg, optimizer, data.pde, data.grid)
-    schedule = optax.exponential_decay(cfg.optim.lr, cfg.optim.decay_every, cfg.optim.decay_rate,
-                                       staircase=True, end_value=cfg.optim.min_lr)
+    schedule = learning_rate_schedule(cfg)
     bar = None
     if progress:
         from tqdm import tqdm
