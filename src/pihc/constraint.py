@@ -117,9 +117,9 @@ def _columns_fwd(f, basis, *args):
 
 def _columns_bwd(f, res, ct):
     basis, args = res
-    # Differentiate with respect to the floating arguments; integer ones
-    # (indices) get no cotangent.
-    inexact = [eqx.is_inexact_array(a) or isinstance(a, eqx.Module) for a in args]
+    # Differentiate with respect to the arguments made of floating arrays
+    # (the PDE's fields, u0); the others (indices, None) get no cotangent.
+    inexact = [a is not None and all(eqx.is_inexact_array(x) for x in jax.tree.leaves(a)) for a in args]
 
     def one(xs):
         column, ct_column = xs
@@ -396,13 +396,18 @@ class HardConstraint(eqx.Module):
             self.weights.ridge * w,
         ])
 
-    def residual_and_jac(self, w: Float[Array, " N"], a: dict):
-        """Residual and its Jacobian ``J = sum_t diag(dF/dT_t) Phi_t`` (structured)."""
-        s_pde, s_ic, s_bc = self._scales(a)
+    def _pde_rows(self, w: Float[Array, " N"], a: dict):
+        """The weighted PDE rows and their Jacobian ``J = sum_t diag(dF/dT_t) Phi_t`` (structured)."""
+        s_pde = self._scales(a)[0]
         T = jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"]
         F, dF = jax.vmap(jax.value_and_grad(self.pde.residual))(T)  # (m,), (m, n_terms)
-        J_pde = s_pde * jnp.einsum("mt,mtn->mn", dF, a["phi"])
-        r = jnp.concatenate([s_pde * F, s_ic * (a["ic"] @ w + a["ic_offset"]),
+        return s_pde * F, s_pde * jnp.einsum("mt,mtn->mn", dF, a["phi"])
+
+    def residual_and_jac(self, w: Float[Array, " N"], a: dict):
+        """Residual and its Jacobian, the PDE block's structured (:meth:`_pde_rows`)."""
+        _, s_ic, s_bc = self._scales(a)
+        r_pde, J_pde = self._pde_rows(w, a)
+        r = jnp.concatenate([r_pde, s_ic * (a["ic"] @ w + a["ic_offset"]),
                              s_bc * (a["bc"] @ w + a["bc_offset"]), self.weights.ridge * w])
         J = jnp.concatenate([J_pde, s_ic[:, None] * a["ic"], s_bc[:, None] * a["bc"],
                              self.weights.ridge * jnp.eye(w.shape[0], dtype=w.dtype)])
@@ -426,11 +431,7 @@ class HardConstraint(eqx.Module):
 
         ``a`` holds :meth:`_rows_gram`'s arrays besides the problem's.
         """
-        s_pde, _, _ = self._scales(a)
-        T = jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"]
-        F, dF = jax.vmap(jax.value_and_grad(self.pde.residual))(T)  # (m,), (m, n_terms)
-        J = s_pde * jnp.einsum("mt,mtn->mn", dF, a["phi"])
-        r = s_pde * F
+        r, J = self._pde_rows(w, a)
         Aw = a["rows_A"] @ w
         cost = 0.5 * (r @ r + w @ Aw + 2.0 * a["rows_g"] @ w + a["rows_c"])
         return cost, J.T @ r + Aw + a["rows_g"], J.T @ J + a["rows_A"]
