@@ -45,14 +45,15 @@ def _cmd_train(a) -> int:
     from .training.trainer import train
 
     if a.resume:
-        if a.config or a.set:
-            raise SystemExit("error: --resume continues a run with its saved config; drop --config/--set")
+        if a.config or a.set or a.init_from:
+            raise SystemExit("error: --resume continues a run with its saved config; drop --config/--set/--init-from")
         cfg = load_config(Path(a.resume) / "config.yaml")
         run = train(cfg, a.resume, max_steps=a.max_steps, resume=True, progress=not a.quiet)
     else:
         if not a.config:
             raise SystemExit("error: give --config FILE (see configs/) or --resume RUN_DIR")
-        cfg = load_config(a.config, a.set)
+        overrides = list(a.set) + ([f"model.init_from={a.init_from}"] if a.init_from else [])
+        cfg = load_config(a.config, overrides)
         out = a.out or str(Path("runs") / Path(a.config).stem)
         run = train(cfg, out, max_steps=a.max_steps, progress=not a.quiet)
     print(json.dumps({"run": str(run)}))
@@ -96,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--nt", type=int, default=101)
     ds.add_argument("--seed", type=int, default=0)
     ds.add_argument("--ic", default="pdebench", help="initial-condition family (pdebench | smooth)")
-    ds.add_argument("--batch", type=int, default=64, help="trajectories solved together")
+    ds.add_argument("--batch", type=int, default=4,
+                    help="trajectories per stiff solve (4 is fastest: a larger batch moves every sample at its"
+                         " slowest member's step); batches run in parallel, one process per core")
     ds.add_argument("--out", required=True, help="HDF5 file to write (atomically)")
     ds.add_argument("--quiet", action="store_true")
     ds.set_defaults(func=_cmd_generate)
@@ -115,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")
     t.add_argument("--out", help="run directory (default runs/<config name>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    t.add_argument("--init-from", metavar="RUN_DIR",
+                   help="start from the backbone of a trained run, e.g. one on a coarser grid"
+                        " (same as --set model.init_from=RUN_DIR)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 

@@ -48,7 +48,14 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Backbone and method: ``method`` is ``sc``, ``hc`` or ``moe``."""
+    """Backbone and method: ``method`` is ``sc``, ``hc`` or ``moe``.
+
+    ``init_from``: a trained run directory whose backbone starts this run
+    (fine-tuning, or coarse-to-fine training: the FNO sees coordinates scaled
+    to [0, 1] and keeps a fixed number of modes, so its weights apply on any
+    grid).  Width, modes, layers and the number of outputs must match; the
+    optimiser state starts afresh.
+    """
 
     method: str = "moe"
     width: int = 64
@@ -56,6 +63,7 @@ class ModelConfig:
     layers: int = 5
     n_basis: int = 16
     padding: tuple[int, ...] = (0, 0)
+    init_from: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -69,6 +69,50 @@ def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
     return (PIHCMoE if mc.method == "moe" else PIHC)(backbone, constraint)
 
 
+def _backbone_signature(cfg: Config) -> dict:
+    mc = cfg.model
+    return {"width": mc.width, "modes": tuple(mc.modes), "layers": mc.layers, "padding": tuple(mc.padding),
+            "outputs": 1 if mc.method == "sc" else mc.n_basis}
+
+
+def check_init_from(cfg: Config) -> Config | None:
+    """The config of ``cfg.model.init_from``'s run, after checking (with no compute) that its
+    checkpoint exists and its backbone has this config's shape; None when unset."""
+    from .config import load_config
+
+    src = cfg.model.init_from
+    if src is None:
+        return None
+    src_dir = Path(src)
+    if not (src_dir / "config.yaml").is_file() or not (src_dir / CHECKPOINT).is_file():
+        raise ConfigError(f"model.init_from: {src_dir} is not a trained run directory (it needs config.yaml"
+                          f" and {CHECKPOINT}); give the --out directory of a `pihc train` run")
+    src_cfg = load_config(src_dir / "config.yaml")
+    mine, theirs = _backbone_signature(cfg), _backbone_signature(src_cfg)
+    diff = {k: (theirs[k], mine[k]) for k in mine if mine[k] != theirs[k]}
+    if diff:
+        raise ConfigError(f"model.init_from: the backbone of {src_dir} does not fit this config: "
+                          + ", ".join(f"{k} {a} there, {b} here" for k, (a, b) in diff.items())
+                          + "; set model.* to the source run's values or train from scratch")
+    return src_cfg
+
+
+def load_backbone(model: eqx.Module, src_dir: str | Path, src_cfg: Config, pde: PDE,
+                  log: Callable[[str], None] = print) -> eqx.Module:
+    """``model`` with the backbone of the run in ``src_dir`` (checked by :func:`check_init_from`).
+
+    The source model is rebuilt on its own grid (only its array shapes matter,
+    and the backbone's do not depend on the grid) and its checkpoint read into it.
+    """
+    src_dir = Path(src_dir)
+    grid = get_problem(src_cfg.problem).grid(src_cfg.data.nt, src_cfg.data.nx)
+    like = build_model(src_cfg, pde, grid, jax.random.key(0))
+    opt_like = make_optimizer(src_cfg).init(eqx.filter(like, eqx.is_inexact_array))
+    (src_model, _), meta = load_checkpoint(src_dir / CHECKPOINT, (like, opt_like))
+    log(f"backbone initialised from {src_dir} (step {meta['step']}, grid {src_cfg.data.nt} x {src_cfg.data.nx})")
+    return eqx.tree_at(lambda m: m.backbone, model, src_model.backbone)
+
+
 def learning_rate_schedule(cfg: Config) -> optax.Schedule:
     """Step -> learning rate: ``lr`` halved (``decay_rate``) every ``decay_every`` steps down to
     ``min_lr``, after a linear ramp from 0 over ``warmup`` steps if ``warmup`` > 0."""
@@ -198,8 +242,11 @@ def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, res
     """
     require_x64()
     run_dir = Path(run_dir)
+    src_cfg = None if resume else check_init_from(cfg)
     data = prepare_data(cfg, log)
     model = build_model(cfg, data.pde, data.grid, jax.random.key(cfg.run.seed + 1))
+    if src_cfg is not None:
+        model = load_backbone(model, cfg.model.init_from, src_cfg, data.pde, log)
     optimizer = make_optimizer(cfg)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     ckpt = run_dir / CHECKPOINT
