@@ -236,3 +236,29 @@ def test_init_from_refuses_a_missing_run_or_another_backbone_before_compute(tmp_
     with pytest.raises(ConfigError, match="outputs 4 there, 1 here"):
         train(scalar, tmp_path / "c", progress=False, log=lambda s: None)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_evaluate_on_a_finer_grid_keeps_the_backbone_and_scores_against_the_data_there(tmp_path):
+    from pihc.training.evaluation import evaluate, predict
+    from pihc.training.trainer import load_run, on_grid
+
+    run = train(tiny_config(tmp_path, "hc", data__nx=16), tmp_path / "coarse", max_steps=2, progress=False,
+                log=lambda s: None)
+    own = evaluate(run, plots=False, log=lambda s: None)
+    same = evaluate(run, plots=False, grid=(9, 16), json_out=tmp_path / "same.json", log=lambda s: None)
+    assert same["rel_l2_mean"] == own["rel_l2_mean"]
+    fine = evaluate(run, plots=False, grid=(9, 32), log=lambda s: None)
+    assert fine["grid"] == [9, 32] and fine["trained_grid"] == [9, 16]
+    assert json.loads((run / "evaluation-9x32.json").read_text())["rel_l2_mean"] == fine["rel_l2_mean"]
+    assert json.loads((run / "evaluation.json").read_text())["rel_l2_mean"] == own["rel_l2_mean"]
+    # The score, recomputed by hand: the fine data restricted to 9 x 32 (every other cell pair averaged).
+    cfg, data, model, _ = load_run(run, log=lambda s: None)
+    _, moved, grid = on_grid(cfg, model, data.pde, 9, 32)
+    assert moved.constraint.n_points == model.constraint.n_points and grid.shape == (9, 32)
+    full = _TinyData().u[data.test_idx]
+    truth = full.reshape(len(full), 9, 32, 2).mean(-1)
+    u = np.asarray(predict(moved, truth[:, 0], cfg.run.seed).u)
+    rel = np.linalg.norm((u - truth).reshape(len(u), -1), axis=1) / np.linalg.norm(truth.reshape(len(u), -1), axis=1)
+    np.testing.assert_allclose(fine["rel_l2_mean"], rel.mean(), rtol=1e-10)
+    with pytest.raises(GridError):
+        evaluate(run, plots=False, grid=(9, 24), log=lambda s: None)

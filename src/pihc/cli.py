@@ -64,8 +64,10 @@ def _cmd_evaluate(a) -> int:
     from .training.evaluation import evaluate
     from .training.report import write_report
 
-    res = evaluate(a.run, data_path=a.data, json_out=a.json, n_samples=a.samples, plots=not a.no_plots)
-    write_report(a.run)
+    res = evaluate(a.run, data_path=a.data, json_out=a.json, n_samples=a.samples, plots=not a.no_plots,
+                   grid=a.grid)
+    if res["grid"] == res["trained_grid"]:
+        write_report(a.run)  # the report shows the run on its own grid; another grid's results stand apart
     keys = ("rel_l2_mean", "rel_l2_std", "samples", "method")
     print(json.dumps({k: res[k] for k in keys} | {"residual": res["residual"]}, indent=2))
     return 0
@@ -130,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="where to write the metrics (default RUN/evaluation.json)")
     e.add_argument("--samples", type=int, help="evaluate only the first N test samples")
     e.add_argument("--no-plots", action="store_true")
+    e.add_argument("--grid", type=int, nargs=2, metavar=("NT", "NX"),
+                   help="run the model on another grid (same backbone, constraint rebuilt there), e.g."
+                        " --grid 101 1024 --data FILE for a model trained on 51 x 256")
     e.set_defaults(func=_cmd_evaluate)
 
     b = sub.add_parser("bench", help="run a benchmark (constraint | generator | step-cost | step-profile | accuracy)",

@@ -17,6 +17,7 @@ Metrics (all on the model's grid, over the held-out samples):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from ..losses import physics_loss
 from .config import Config
 from .io import MetricsLog, atomic_write_text
 from .problems import get_problem
-from .trainer import PreparedData, load_fields, load_run
+from .trainer import PreparedData, load_fields, load_run, on_grid
 
 
 def seam_mask(grid: Grid, splits, width: int) -> np.ndarray:
@@ -61,10 +62,25 @@ def predict(model, u0: np.ndarray, seed: int = 0, chunk: int = 8):
 
 def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str | Path | None = None,
              n_samples: int | None = None, seam_width: int = 3, plots: bool = True,
-             log: Callable[[str], None] = print) -> dict:
-    """Evaluate a run; write ``evaluation.json`` (or ``json_out``) and PNG plots."""
+             grid: tuple[int, int] | None = None, log: Callable[[str], None] = print) -> dict:
+    """Evaluate a run; write ``evaluation.json`` (or ``json_out``) and PNG plots.
+
+    ``grid = (nt, nx)`` runs the trained model on another grid (:func:`on_grid`:
+    same backbone, constraint rebuilt there), e.g. a model trained on 51 x 256
+    scored on PDEBench's 101 x 1024 (give that file as ``data_path``).  The
+    data must be an integer multiple of that grid.  The results then go to
+    ``evaluation-{nt}x{nx}.json`` and ``plots-{nt}x{nx}/``, beside the run's own.
+    """
     run_dir = Path(run_dir)
     cfg, data, model, meta = load_run(run_dir, log)
+    suffix = ""
+    trained_grid = list(data.grid.shape)
+    if grid is not None and tuple(grid) != tuple(data.grid.shape):
+        cfg, model, new_grid = on_grid(cfg, model, data.pde, *grid)
+        data = dataclasses.replace(data, grid=new_grid)
+        if data_path is None:
+            data.data_grid.factors_to(new_grid)
+        suffix = f"-{grid[0]}x{grid[1]}"
     if data_path is not None:
         data = _other_data(cfg, data, data_path)
     idx = data.test_idx if n_samples is None else data.test_idx[:n_samples]
@@ -93,7 +109,7 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
     inner = ~seams & domain
     out = {
         "run": str(run_dir), "step": meta["step"], "method": cfg.model.method,
-        "data": data.path, "samples": int(len(idx)), "grid": list(grid.shape),
+        "data": data.path, "samples": int(len(idx)), "grid": list(grid.shape), "trained_grid": trained_grid,
         "rel_l2_mean": float(rel.mean()), "rel_l2_std": float(rel.std()),
         "rel_l2_median": float(np.median(rel)), "rel_l2_max": float(rel.max()),
         "rel_l2_over_time": rel_t.mean(0).tolist(),
@@ -112,12 +128,12 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
             "failed_solves": np.asarray(sol.status != 0).sum(0).tolist(),
         }
     out["timing"].update(_solver_timing(cfg, data, u0))
-    target = Path(json_out) if json_out is not None else run_dir / "evaluation.json"
+    target = Path(json_out) if json_out is not None else run_dir / f"evaluation{suffix}.json"
     atomic_write_text(target, json.dumps(out, indent=2))
     if plots:
         from .plots import plot_run
 
-        plot_run(run_dir / "plots", grid, truth, u, rel_t, MetricsLog(run_dir / "metrics.jsonl").read(),
+        plot_run(run_dir / f"plots{suffix}", grid, truth, u, rel_t, MetricsLog(run_dir / "metrics.jsonl").read(),
                  out.get("experts"), res)
     return out
 

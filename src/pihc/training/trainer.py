@@ -113,6 +113,16 @@ def load_backbone(model: eqx.Module, src_dir: str | Path, src_cfg: Config, pde: 
     return eqx.tree_at(lambda m: m.backbone, model, src_model.backbone)
 
 
+def on_grid(cfg: Config, model: eqx.Module, pde: PDE, nt: int, nx: int) -> tuple[Config, eqx.Module, Grid]:
+    """A trained model moved to an ``nt x nx`` grid: the same backbone (coordinates are scaled
+    to [0, 1] and the modes are fixed, so it applies on any grid), the method and its
+    constraint settings rebuilt there.  Returns ``(cfg, model, grid)`` for that grid."""
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, nt=nt, nx=nx))
+    grid = get_problem(cfg.problem).grid(nt, nx)
+    moved = build_model(cfg, pde, grid, jax.random.key(cfg.run.seed + 1))
+    return cfg, eqx.tree_at(lambda m: m.backbone, moved, model.backbone), grid
+
+
 def learning_rate_schedule(cfg: Config) -> optax.Schedule:
     """Step -> learning rate: ``lr`` halved (``decay_rate``) every ``decay_every`` steps down to
     ``min_lr``, after a linear ramp from 0 over ``warmup`` steps if ``warmup`` > 0."""
