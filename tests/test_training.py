@@ -260,5 +260,5 @@ def test_evaluate_on_a_finer_grid_keeps_the_backbone_and_scores_against_the_data
     u = np.asarray(predict(moved, truth[:, 0], cfg.run.seed).u)
     rel = np.linalg.norm((u - truth).reshape(len(u), -1), axis=1) / np.linalg.norm(truth.reshape(len(u), -1), axis=1)
     np.testing.assert_allclose(fine["rel_l2_mean"], rel.mean(), rtol=1e-10)
-    with pytest.raises(GridError):
+    with pytest.raises(GridError, match="with --data"):
         evaluate(run, plots=False, grid=(9, 24), log=lambda s: None)

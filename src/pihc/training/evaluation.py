@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..grid import Grid
+from ..grid import Grid, GridError
 from ..losses import physics_loss
 from .config import Config
 from .io import MetricsLog, atomic_write_text
@@ -79,7 +79,11 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
         cfg, model, new_grid = on_grid(cfg, model, data.pde, *grid)
         data = dataclasses.replace(data, grid=new_grid)
         if data_path is None:
-            data.data_grid.factors_to(new_grid)
+            try:
+                data.data_grid.factors_to(new_grid)
+            except GridError as err:
+                raise GridError(f"{err}. The run's data ({data.path}) cannot be scored on {grid[0]} x {grid[1]};"
+                                " give data on that grid or an integer multiple of it with --data") from None
         suffix = f"-{grid[0]}x{grid[1]}"
     if data_path is not None:
         data = _other_data(cfg, data, data_path)
