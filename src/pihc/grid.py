@@ -175,18 +175,22 @@ class Grid:
         the result lives at the coarse cell centres (the conservative
         restriction of a finite-volume field; plain striding would shift the
         points by ``(factor - 1) h / 2``).
+
+        Works on NumPy and JAX arrays alike (reshape, mean and slicing only),
+        so it can sit inside a jitted loss.  A leading axis of length 1 (an
+        initial condition as ``x[None]``) is kept as it is.
         """
-        x = np.asarray(x)
+        x = x if hasattr(x, "reshape") else np.asarray(x)
         coarse = self.coarsen(factors)
         for d, (a, c) in enumerate(zip(self.axes, coarse.axes)):
             f = factors.get(a.name, 1)
-            if f == 1:
+            if f == 1 or x.shape[d] == 1:
                 continue
             if a.kind == "cells":
                 shp = x.shape[:d] + (c.n, f) + x.shape[d + 1:]
                 x = x.reshape(shp).mean(axis=d + 1)
             else:
-                x = np.take(x, np.arange(0, a.n, f), axis=d)
+                x = x[(slice(None),) * d + (slice(None, None, f),)]
         return x
 
     def factors_to(self, other: "Grid") -> dict[str, int]:

@@ -93,11 +93,18 @@ class ConstraintConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """Weights of the training loss on the full grid."""
+    """Weights of the training loss on the full grid.
+
+    ``coarsen``: per grid axis (t, x), the factors by which the prediction is
+    restricted (:meth:`~pihc.grid.Grid.restrict`: every k-th time, cell
+    averages in x) before the loss is evaluated; the model and its hard
+    constraint stay on the full grid.  Unset: the loss is on the model's grid.
+    """
 
     pde: float = 1.0
     initial: float = 1.0
     boundary: float = 1.0
+    coarsen: tuple[int, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,6 +273,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optim.warmup must be >= 0, got {cfg.optim.warmup}")
     if len(cfg.model.modes) != 2 or len(cfg.model.padding) != 2:
         raise ConfigError("model.modes and model.padding need one entry per grid axis (t, x)")
+    if cfg.loss.coarsen is not None and (len(cfg.loss.coarsen) != 2 or min(cfg.loss.coarsen) < 1):
+        raise ConfigError(f"loss.coarsen needs one factor >= 1 per grid axis (t, x), got {list(cfg.loss.coarsen)}")
     if cfg.data.test_samples < 1:
         raise ConfigError("data.test_samples must be >= 1")
 

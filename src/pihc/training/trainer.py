@@ -32,7 +32,7 @@ import optax
 
 from .. import __version__
 from ..constraint import ConstraintWeights, HardConstraint
-from ..grid import Grid
+from ..grid import Grid, GridError
 from ..least_squares import require_x64
 from ..losses import LossWeights, physics_loss
 from ..models.fno import FNO
@@ -184,7 +184,19 @@ def load_initial(cfg: Config, data: PreparedData, indices) -> np.ndarray:
     return load_fields(cfg, data, indices)[:, 0]
 
 
-def _batch_loss(model, u0, keys, pde, grid, weights):
+def loss_grid(cfg: Config, grid: Grid) -> tuple[Grid, dict[str, int]]:
+    """The grid the training loss is evaluated on (``loss.coarsen``) and the factors to it."""
+    if cfg.loss.coarsen is None:
+        return grid, {}
+    factors = dict(zip(grid.names, cfg.loss.coarsen))
+    try:
+        return grid.coarsen(factors), factors
+    except GridError as err:
+        raise ConfigError(f"loss.coarsen {list(cfg.loss.coarsen)} does not divide the grid {grid.shape}: {err}"
+                          ) from None
+
+
+def _batch_loss(model, u0, keys, pde, grid, weights, factors=None):
     pred = jax.vmap(lambda a, k: model(a, k))(u0, keys)
     if pred.constrained is not None:
         status = pred.constrained.solution.status  # (B, K)
@@ -198,6 +210,10 @@ def _batch_loss(model, u0, keys, pde, grid, weights):
     # propagate 0 * NaN), and weight them out.
     u = jnp.where(ok.reshape((-1,) + (1,) * (pred.u.ndim - 1)), pred.u, 0.0)
     with jax.named_scope("pihc.loss"):
+        if factors:  # the loss on a coarser grid: restrict the prediction and the initial condition
+            fine, grid = grid, grid.coarsen(factors)
+            u = jax.vmap(lambda v: fine.restrict(v, factors))(u)
+            u0 = jax.vmap(lambda a: fine.restrict(a[None], factors)[0])(u0)
         losses, parts = jax.vmap(lambda v, a: physics_loss(pde, v, a, grid, weights))(u, u0)
     n_ok = jnp.sum(ok)
     w = ok / jnp.maximum(n_ok, 1)
@@ -210,11 +226,12 @@ def _batch_loss(model, u0, keys, pde, grid, weights):
 
 def make_step(cfg: Config, optimizer, pde: PDE, grid: Grid):
     weights = LossWeights(cfg.loss.pde, cfg.loss.initial, cfg.loss.boundary)
+    _, factors = loss_grid(cfg, grid)
 
     @eqx.filter_jit
     def step(model, opt_state, u0, keys):
         (_, aux), grads = eqx.filter_value_and_grad(_batch_loss, has_aux=True)(
-            model, u0, keys, pde, grid, weights)
+            model, u0, keys, pde, grid, weights, factors)
         params = eqx.filter(model, eqx.is_inexact_array)
         updates, new_state = optimizer.update(grads, opt_state, params)
         new_model = eqx.apply_updates(model, updates)
@@ -253,6 +270,7 @@ def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, res
     require_x64()
     run_dir = Path(run_dir)
     src_cfg = None if resume else check_init_from(cfg)
+    loss_grid(cfg, get_problem(cfg.problem).grid(cfg.data.nt, cfg.data.nx))  # before any compute
     data = prepare_data(cfg, log)
     model = build_model(cfg, data.pde, data.grid, jax.random.key(cfg.run.seed + 1))
     if src_cfg is not None:
