@@ -177,14 +177,14 @@ class Grid:
         points by ``(factor - 1) h / 2``).
 
         Works on NumPy and JAX arrays alike (reshape, mean and slicing only),
-        so it can sit inside a jitted loss.  A leading axis of length 1 (an
-        initial condition as ``x[None]``) is kept as it is.
+        so it can sit inside a jitted loss.  A node axis of length 1 (an
+        initial condition as ``x[None]`` on a space-time grid) stays as it is.
         """
         x = x if hasattr(x, "reshape") else np.asarray(x)
         coarse = self.coarsen(factors)
         for d, (a, c) in enumerate(zip(self.axes, coarse.axes)):
             f = factors.get(a.name, 1)
-            if f == 1 or x.shape[d] == 1:
+            if f == 1:
                 continue
             if a.kind == "cells":
                 shp = x.shape[:d] + (c.n, f) + x.shape[d + 1:]

@@ -104,13 +104,14 @@ def load_backbone(model: eqx.Module, src_dir: str | Path, src_cfg: Config, pde: 
     The source model is rebuilt on its own grid (only its array shapes matter,
     and the backbone's do not depend on the grid) and its checkpoint read into it.
     """
-    src_dir = Path(src_dir)
     grid = get_problem(src_cfg.problem).grid(src_cfg.data.nt, src_cfg.data.nx)
-    like = build_model(src_cfg, pde, grid, jax.random.key(0))
-    opt_like = make_optimizer(src_cfg).init(eqx.filter(like, eqx.is_inexact_array))
-    (src_model, _), meta = load_checkpoint(src_dir / CHECKPOINT, (like, opt_like))
+    src_model, meta = _read_model(src_cfg, pde, grid, src_dir)
     log(f"backbone initialised from {src_dir} (step {meta['step']}, grid {src_cfg.data.nt} x {src_cfg.data.nx})")
-    return eqx.tree_at(lambda m: m.backbone, model, src_model.backbone)
+    return _with_backbone(model, src_model.backbone)
+
+
+def _with_backbone(model: eqx.Module, backbone: eqx.Module) -> eqx.Module:
+    return eqx.tree_at(lambda m: m.backbone, model, backbone)
 
 
 def on_grid(cfg: Config, model: eqx.Module, pde: PDE, nt: int, nx: int) -> tuple[Config, eqx.Module, Grid]:
@@ -120,7 +121,7 @@ def on_grid(cfg: Config, model: eqx.Module, pde: PDE, nt: int, nx: int) -> tuple
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, nt=nt, nx=nx))
     grid = get_problem(cfg.problem).grid(nt, nx)
     moved = build_model(cfg, pde, grid, jax.random.key(cfg.run.seed + 1))
-    return cfg, eqx.tree_at(lambda m: m.backbone, moved, model.backbone), grid
+    return cfg, _with_backbone(moved, model.backbone), grid
 
 
 def learning_rate_schedule(cfg: Config) -> optax.Schedule:
@@ -196,7 +197,7 @@ def loss_grid(cfg: Config, grid: Grid) -> tuple[Grid, dict[str, int]]:
                           ) from None
 
 
-def _batch_loss(model, u0, keys, pde, grid, weights, factors=None):
+def _batch_loss(model, u0, keys, pde, grid, weights, coarse=None):
     pred = jax.vmap(lambda a, k: model(a, k))(u0, keys)
     if pred.constrained is not None:
         status = pred.constrained.solution.status  # (B, K)
@@ -210,8 +211,8 @@ def _batch_loss(model, u0, keys, pde, grid, weights, factors=None):
     # propagate 0 * NaN), and weight them out.
     u = jnp.where(ok.reshape((-1,) + (1,) * (pred.u.ndim - 1)), pred.u, 0.0)
     with jax.named_scope("pihc.loss"):
-        if factors:  # the loss on a coarser grid: restrict the prediction and the initial condition
-            fine, grid = grid, grid.coarsen(factors)
+        if coarse is not None:  # (grid, factors): restrict the prediction and the initial condition
+            fine, (grid, factors) = grid, coarse
             u = jax.vmap(lambda v: fine.restrict(v, factors))(u)
             u0 = jax.vmap(lambda a: fine.restrict(a[None], factors)[0])(u0)
         losses, parts = jax.vmap(lambda v, a: physics_loss(pde, v, a, grid, weights))(u, u0)
@@ -226,12 +227,12 @@ def _batch_loss(model, u0, keys, pde, grid, weights, factors=None):
 
 def make_step(cfg: Config, optimizer, pde: PDE, grid: Grid):
     weights = LossWeights(cfg.loss.pde, cfg.loss.initial, cfg.loss.boundary)
-    _, factors = loss_grid(cfg, grid)
+    coarse = loss_grid(cfg, grid) if cfg.loss.coarsen is not None else None
 
     @eqx.filter_jit
     def step(model, opt_state, u0, keys):
         (_, aux), grads = eqx.filter_value_and_grad(_batch_loss, has_aux=True)(
-            model, u0, keys, pde, grid, weights, factors)
+            model, u0, keys, pde, grid, weights, coarse)
         params = eqx.filter(model, eqx.is_inexact_array)
         updates, new_state = optimizer.update(grads, opt_state, params)
         new_model = eqx.apply_updates(model, updates)
@@ -342,8 +343,13 @@ def load_run(run_dir: str | Path, log: Callable[[str], None] = print):
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = load_config(run_dir / "config.yaml")
     data = prepare_data(cfg, log)
-    model = build_model(cfg, data.pde, data.grid, jax.random.key(cfg.run.seed + 1))
-    optimizer = make_optimizer(cfg)
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    (model, _), meta = load_checkpoint(run_dir / CHECKPOINT, (model, opt_state))
+    model, meta = _read_model(cfg, data.pde, data.grid, run_dir)
     return cfg, data, model, meta
+
+
+def _read_model(cfg: Config, pde: PDE, grid: Grid, run_dir: Path) -> tuple[eqx.Module, dict]:
+    """The model saved in ``run_dir``'s checkpoint (built from ``cfg`` on ``grid`` as the template)."""
+    model = build_model(cfg, pde, grid, jax.random.key(cfg.run.seed + 1))
+    opt_state = make_optimizer(cfg).init(eqx.filter(model, eqx.is_inexact_array))
+    (model, _), meta = load_checkpoint(Path(run_dir) / CHECKPOINT, (model, opt_state))
+    return model, meta
