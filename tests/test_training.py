@@ -308,3 +308,33 @@ def test_loss_coarsen_that_does_not_divide_the_grid_fails_before_compute(tmp_pat
     with pytest.raises(ConfigError, match="loss.coarsen needs one factor"):
         load_config(None, ["loss.coarsen=[2]"])
     assert not (tmp_path / "run").exists()
+
+
+def _metrics(run):
+    return [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_global_steps_train_the_tied_experts_as_one_global_solve_then_the_experts(tmp_path):
+    quiet = dict(progress=False, log=lambda s: None)
+    cfg = tiny_config(tmp_path, "moe", constraint__global_steps=2)
+    tied = train(cfg, tmp_path / "tied", **quiet)
+    # The tied phase is PI-HC over the union of the experts' points (2 x 40):
+    # same initialisation, batches and solver keys, so the same losses.
+    hc = train(tiny_config(tmp_path, "hc", constraint__n_points=80), tmp_path / "hc", **quiet)
+    a, b = _metrics(tied), _metrics(hc)
+    assert [r["tied_experts"] for r in a] == [1, 1, 0, 0]
+    np.testing.assert_allclose([r["loss"] for r in a[:2]], [r["loss"] for r in b[:2]], rtol=1e-10)
+    # After it the two experts solve on their own: step 3 is no longer PI-HC's.
+    assert abs(a[2]["loss"] - b[2]["loss"]) > 1e-6 * abs(b[2]["loss"])
+    # Resuming inside the tied phase continues it and switches at the same step.
+    part = train(cfg, tmp_path / "part", max_steps=1, **quiet)
+    train(cfg, part, resume=True, **quiet)
+    assert _leaves(tied / "checkpoint.eqx") == _leaves(part / "checkpoint.eqx")
+
+
+def test_global_steps_is_refused_without_experts_or_beyond_the_run():
+    with pytest.raises(ConfigError, match="global_steps ties experts"):
+        load_config(None, ["model.method=hc", "constraint.global_steps=10"])
+    with pytest.raises(ConfigError, match=r"global_steps must be in \[0, optim.steps = 4000\]"):
+        load_config(None, ["constraint.global_steps=4001"])
+    assert load_config(None, ["constraint.global_steps=4000"]).constraint.global_steps == 4000

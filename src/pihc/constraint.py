@@ -28,6 +28,7 @@ share nothing, so they can be sharded over devices along the expert axis).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Literal
@@ -282,6 +283,19 @@ class HardConstraint(eqx.Module):
     @property
     def n_experts(self) -> int:
         return math.prod(self.splits)
+
+    def tied(self) -> "HardConstraint":
+        """The experts' problems with one weight vector shared by all: one expert over the
+        whole grid with ``n_points * n_experts`` points, the same rows and weights.
+
+        With every expert's ``w_k`` set equal, the sum of their objectives is
+        a single least-squares problem over the union of their points; this
+        is that problem (its points drawn uniformly over the grid, not
+        ``n_points`` per block).  PI-HC-MoE's training uses it for
+        ``constraint.global_steps``.
+        """
+        return dataclasses.replace(self, splits=(1,) * self.grid.ndim, overlap=None,
+                                   n_points=self.n_points * self.n_experts)
 
     def sampling_domains(self) -> np.ndarray:
         """(K, G) bool over the flattened grid: where expert k samples its points.

@@ -75,9 +75,15 @@ class ConstraintConfig:
     weighted rows, the paper) or ``construction`` (``u = u0 + t/T (B w)``,
     exact for every weight vector).  ``overlap``: per grid axis, how many
     grid points beyond its block each expert also samples (none by default).
+    ``global_steps`` (``moe`` only): the first that many training steps tie
+    the experts to one weight vector, i.e. solve one global problem over all
+    of their points (``n_points`` times the number of experts, the same rows
+    and weights) as PI-HC does; the experts then train on from the basis
+    that phase leaves.  0 (default): experts from the first step, the paper.
     """
 
     splits: tuple[int, ...] = (1, 4)
+    global_steps: int = 0
     overlap: tuple[int, ...] | None = None
     n_points: int = 20000
     rows: str = "global"
@@ -269,6 +275,12 @@ def validate(cfg: Config) -> None:
                     ("model.layers", cfg.model.layers), ("constraint.n_points", cfg.constraint.n_points)]:
         if v < 1:
             raise ConfigError(f"{name} must be >= 1, got {v}")
+    if not 0 <= cfg.constraint.global_steps <= cfg.optim.steps:
+        raise ConfigError(f"constraint.global_steps must be in [0, optim.steps = {cfg.optim.steps}],"
+                          f" got {cfg.constraint.global_steps}")
+    if cfg.constraint.global_steps and cfg.model.method != "moe":
+        raise ConfigError(f"constraint.global_steps ties experts together; method {cfg.model.method!r} has"
+                          " none (use model.method=moe or leave it at 0)")
     if cfg.optim.warmup < 0:
         raise ConfigError(f"optim.warmup must be >= 0, got {cfg.optim.warmup}")
     if len(cfg.model.modes) != 2 or len(cfg.model.padding) != 2:

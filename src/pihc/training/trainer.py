@@ -225,14 +225,25 @@ def _batch_loss(model, u0, keys, pde, grid, weights, coarse=None):
     return loss, aux
 
 
-def make_step(cfg: Config, optimizer, pde: PDE, grid: Grid):
+def make_step(cfg: Config, optimizer, pde: PDE, grid: Grid, constraint: HardConstraint | None = None):
+    """The jitted training step ``(model, opt_state, u0, keys) -> (model, opt_state, aux)``.
+
+    ``constraint``: solve with this constraint in place of the model's own
+    (``constraint.global_steps``: the experts tied into one problem).  Only
+    the forward pass changes; the parameters, their gradients and the
+    optimiser state keep the model's structure.
+    """
     weights = LossWeights(cfg.loss.pde, cfg.loss.initial, cfg.loss.boundary)
     coarse = loss_grid(cfg, grid) if cfg.loss.coarsen is not None else None
 
+    def loss_fn(model, u0, keys):
+        if constraint is not None:
+            model = eqx.tree_at(lambda m: m.constraint, model, constraint)
+        return _batch_loss(model, u0, keys, pde, grid, weights, coarse)
+
     @eqx.filter_jit
     def step(model, opt_state, u0, keys):
-        (_, aux), grads = eqx.filter_value_and_grad(_batch_loss, has_aux=True)(
-            model, u0, keys, pde, grid, weights, coarse)
+        (_, aux), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model, u0, keys)
         params = eqx.filter(model, eqx.is_inexact_array)
         updates, new_state = optimizer.update(grads, opt_state, params)
         new_model = eqx.apply_updates(model, updates)
@@ -301,6 +312,8 @@ def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, res
     u0_train = jnp.asarray(load_initial(cfg, data, data.train_idx))
     end = cfg.optim.steps if max_steps is None else min(cfg.optim.steps, start + max_steps)
     step_fn = make_step(cfg, optimizer, data.pde, data.grid)
+    n_tied = cfg.constraint.global_steps  # validated: 0 unless method is moe
+    tied_fn = make_step(cfg, optimizer, data.pde, data.grid, model.constraint.tied()) if start < n_tied else None
     schedule = learning_rate_schedule(cfg)
     bar = None
     if progress:
@@ -310,10 +323,12 @@ def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, res
     for step in range(start, end):
         idx, keys = step_inputs(cfg, step, len(data.train_idx))
         t0 = time.perf_counter()
-        model, opt_state, aux = step_fn(model, opt_state, u0_train[idx], keys)
+        model, opt_state, aux = (tied_fn if step < n_tied else step_fn)(model, opt_state, u0_train[idx], keys)
         aux = jax.device_get(aux)
         dt = time.perf_counter() - t0
         rec = {"step": step + 1, "step_time_s": dt, "lr": float(schedule(step))}
+        if n_tied:
+            rec["tied_experts"] = int(step < n_tied)
         rec.update({k: (int(v) if np.issubdtype(np.asarray(v).dtype, np.integer) else float(v))
                     for k, v in aux.items()})
         if not math.isfinite(rec["loss"]):
