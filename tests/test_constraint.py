@@ -242,3 +242,17 @@ def test_normal_equations_with_the_rows_gram_match_the_stacked_residual():
     np.testing.assert_allclose(cost, 0.5 * r @ r, rtol=1e-11)
     np.testing.assert_allclose(g, J.T @ r, rtol=1e-10, atol=1e-12 * np.abs(J.T @ r).max())
     np.testing.assert_allclose(A, J.T @ J, rtol=1e-10, atol=1e-12 * np.abs(A).max())
+
+
+def test_structured_hessian_is_the_hessian_of_the_stacked_residual():
+    """``HardConstraint.hessian`` (used by the implicit backward) equals the
+    Hessian of ``1/2 ||residual||^2`` by autodiff, curvature term included."""
+    b = smooth_basis(seed=4)
+    u0 = jnp.full(GRID.shape[1], 0.1)
+    hc = HardConstraint(PDE, GRID, (1, 2), 60, weights=WEIGHTS)
+    args, in_axes, _, _ = hc.problems(b, u0, jax.random.key(1))
+    a = jax.tree.map(lambda x, ax: x if ax is None else x[0], args, in_axes)
+    w = hc._rows_solution(a) + 0.05 * jnp.asarray(np.random.default_rng(5).normal(size=b.shape[-1]))
+    H = hc.hessian(w, dict(a, **hc._rows_gram(a)))
+    ref = jax.hessian(lambda v: 0.5 * jnp.sum(hc.residual(v, a) ** 2))(w)
+    np.testing.assert_allclose(H, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())

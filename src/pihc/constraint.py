@@ -86,14 +86,21 @@ class ConstrainedSolution(eqx.Module):
 def _affine_parts(f, basis, offset, *args):
     """Linear part of an affine ``f(u, *args)`` on each basis column, and ``f(offset, *args)``.
 
-    ``f(B w + o) = (f(B_i) - f(0)) w + f(o)`` for ``f`` affine in ``u`` (a
-    pytree of outputs is allowed).  ``f`` must not close over traced values:
-    pass them in ``args``.
+    ``f(B w + o) = L(B_i) w + f(o)`` for ``f`` affine in ``u`` (a pytree of
+    outputs is allowed), ``L`` its linear part.  ``f`` must not close over
+    traced values: pass them in ``args``.
+
+    ``L`` is ``f``'s tangent map (a JVP), not ``f(B_i) - f(0)``: the
+    difference adds ``f``'s constant terms to every column and subtracts them
+    again, a full pass over the (points x terms x columns) output that costs
+    more than the terms themselves, and it loses digits where the constant
+    dominates a column's value (a ghost value's boundary term).
     """
-    zero = f(jnp.zeros_like(offset), *args)
-    lin = _columns(f, basis, *args)
-    lin = jax.tree.map(lambda a, z: a - z[..., None], lin, zero)
-    return lin, f(offset, *args)
+
+    def linear(u, *args):
+        return jax.jvp(lambda v: f(v, *args), (jnp.zeros_like(u),), (u,))[1]
+
+    return _columns(linear, basis, *args), f(offset, *args)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -436,6 +443,24 @@ class HardConstraint(eqx.Module):
         cost = 0.5 * (r @ r + w @ Aw + 2.0 * a["rows_g"] @ w + a["rows_c"])
         return cost, J.T @ r + Aw + a["rows_g"], J.T @ J + a["rows_A"]
 
+    def hessian(self, w: Float[Array, " N"], a: dict) -> Float[Array, "N N"]:
+        """Exact Hessian of ``1/2 ||r||^2`` (:meth:`residual`) in ``w``, for the implicit backward.
+
+        The PDE rows ``s F(Phi_j w + c_j)`` contribute ``s^2 Phi_j^T M_j
+        Phi_j`` with ``M_j`` the (n_terms x n_terms) Hessian of ``F^2 / 2`` in
+        the terms (Gauss-Newton part and curvature part together); the
+        linear rows and the ridge contribute their Gram matrix.  Formed so,
+        the per-point second derivatives are evaluated once; the generic
+        route (``jacfwd`` of the gradient, N tangents) multiplies ``Phi`` by
+        the identity and re-evaluates them for every tangent, which cost
+        more than the rest of the backward solve.
+        """
+        s_pde = self._scales(a)[0]
+        T = jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"]
+        M = jax.vmap(jax.hessian(lambda t: 0.5 * self.pde.residual(t) ** 2))(T)  # (m, n_terms, n_terms)
+        P = jnp.einsum("mts,msn->mtn", M, a["phi"])
+        return s_pde ** 2 * jnp.einsum("mtn,mtk->nk", a["phi"], P) + a["rows_A"]
+
     def _rows_solution(self, a) -> Float[Array, " N"]:
         """argmin_w of the row blocks and the ridge alone (normal equations)."""
         gram = self._rows_gram(a)
@@ -450,4 +475,5 @@ class HardConstraint(eqx.Module):
         # self.residual, which reads the rows themselves (the Gram arrays
         # get no cotangent, and need none).
         return least_squares(self.residual, w0, dict(a, **self._rows_gram(a)), max_steps=self.max_steps,
-                             rtol=self.rtol, atol=self.atol, normal_equations=self.normal_equations)
+                             rtol=self.rtol, atol=self.atol, normal_equations=self.normal_equations,
+                             hessian=self.hessian)
