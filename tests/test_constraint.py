@@ -220,7 +220,7 @@ def test_columnwise_transpose_matches_plain_autodiff():
     B = jnp.asarray(rng.normal(size=(5, 7, 3)))
     a = jnp.asarray(rng.normal(size=6))
     plain = lambda B, a: jax.vmap(lambda u: f(u, a), in_axes=-1, out_axes=-1)(B)  # noqa: E731
-    out, vjp = jax.vjp(lambda B, a: _columns(f, B, a), B, a)
+    out, vjp = jax.vjp(lambda B, a: _columns(f, None, B, a), B, a)
     ref, vjp_ref = jax.vjp(plain, B, a)
     ct = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape)), ref)
     for got, want in zip(jax.tree.leaves((out, vjp(ct))), jax.tree.leaves((ref, vjp_ref(ct)))):

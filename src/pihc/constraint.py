@@ -83,12 +83,13 @@ class ConstrainedSolution(eqx.Module):
     points: Int[Array, "K m"]
 
 
-def _affine_parts(f, basis, offset, *args):
+def _affine_parts(f, select, basis, offset, *args):
     """Linear part of an affine ``f(u, *args)`` on each basis column, and ``f(offset, *args)``.
 
     ``f(B w + o) = L(B_i) w + f(o)`` for ``f`` affine in ``u`` (a pytree of
-    outputs is allowed), ``L`` its linear part.  ``f`` must not close over
-    traced values: pass them in ``args``.
+    outputs is allowed), ``L`` its linear part; both then pass through
+    ``select`` (see :func:`_columns`).  ``f`` must not close over traced
+    values: pass them in ``args``.
 
     ``L`` is ``f``'s tangent map (a JVP), not ``f(B_i) - f(0)``: the
     difference adds ``f``'s constant terms to every column and subtracts them
@@ -100,12 +101,24 @@ def _affine_parts(f, basis, offset, *args):
     def linear(u, *args):
         return jax.jvp(lambda v: f(v, *args), (jnp.zeros_like(u),), (u,))[1]
 
-    return _columns(linear, basis, *args), f(offset, *args)
+    offset_parts = f(offset, *args)
+    return _columns(linear, select, basis, *args), \
+        offset_parts if select is None else select(offset_parts, *args)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _columns(f, basis, *args):
-    """``f`` applied to every column of ``basis`` (its trailing axis), outputs stacked last.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _columns(f, select, basis, *args):
+    """``select(f(column))`` for every column of ``basis`` (its trailing axis), stacked last.
+
+    ``select(out, *args)`` (or None: the identity) must be linear and act
+    on the leading axes of ``f``'s outputs alone, so that it applies to one
+    column's outputs and to all columns' stacked ones alike: e.g. taking
+    rows at some points.  Forward, it runs once on the stacked outputs:
+    selecting rows of the (rows, ..., columns) array copies contiguous
+    rows, while selecting inside the per-column ``vmap`` gave a gather
+    batched over the columns, whose output layout XLA then copied (column
+    axis moved last) once per layout its readers wanted, four copies of
+    the selected terms per step.
 
     The custom VJP exists for speed.  ``f`` (a PDE's derivative terms or
     rows) is built from slices; transposed, each slice becomes a pad to the
@@ -115,14 +128,15 @@ def _columns(f, basis, *args):
     transpose runs one column at a time (``lax.map``), so each pad is one
     grid's worth and stays in cache.
     """
-    return jax.vmap(lambda u: f(u, *args), in_axes=-1, out_axes=-1)(basis)
+    out = jax.vmap(lambda u: f(u, *args), in_axes=-1, out_axes=-1)(basis)
+    return out if select is None else select(out, *args)
 
 
-def _columns_fwd(f, basis, *args):
-    return _columns(f, basis, *args), (basis, args)
+def _columns_fwd(f, select, basis, *args):
+    return _columns(f, select, basis, *args), (basis, args)
 
 
-def _columns_bwd(f, res, ct):
+def _columns_bwd(f, select, res, ct):
     basis, args = res
     # Differentiate with respect to the arguments made of floating arrays
     # (the PDE's fields, u0); the others (indices, None) get no cotangent.
@@ -133,7 +147,10 @@ def _columns_bwd(f, res, ct):
 
         def g(u, floats):
             it = iter(floats)
-            return f(u, *[next(it) if d else a for a, d in zip(args, inexact)])
+            full = [next(it) if d else a for a, d in zip(args, inexact)]
+            # Selected per column, so that the transpose (a scatter into a
+            # grid-sized array) is per column too.
+            return f(u, *full) if select is None else select(f(u, *full), *full)
 
         _, vjp = jax.vjp(g, column, [a for a, d in zip(args, inexact) if d])
         return vjp(ct_column)
@@ -189,15 +206,15 @@ def linearise(pde: PDE, basis: Float[Array, "*grid N"], u0: Float[Array, "*space
 
     def parts(u, dynamic, u0, points):
         p = eqx.combine(dynamic, static)
-        terms = p.terms(u, grid)
-        if points is not None:
-            # Gathered per column, so that the transpose (a scatter into a
-            # grid-sized array) is per column too (see _columns).
-            terms = terms.reshape(-1, terms.shape[-1])[points]
-        return terms, p.initial_rows(u, u0, grid), p.boundary_rows(u, grid)
+        return p.terms(u, grid), p.initial_rows(u, u0, grid), p.boundary_rows(u, grid)
+
+    def at_points(out, dynamic, u0, points):
+        # The terms' rows (grid points) at the points: (*P, n_terms, *columns).
+        terms, ic, bc = out
+        return terms.reshape((grid.size,) + terms.shape[grid.ndim:])[points], ic, bc
 
     (terms, ic, bc), (terms_offset, ic_offset, bc_offset) = _affine_parts(
-        parts, B, offset, dynamic, u0, points)
+        parts, None if points is None else at_points, B, offset, dynamic, u0, points)
     names = ("terms", "terms_offset") if points is None else ("phi", "c")
     return {"B": B, "offset": offset, names[0]: terms, names[1]: terms_offset,
             "ic": ic, "ic_offset": ic_offset, "bc": bc, "bc_offset": bc_offset}
