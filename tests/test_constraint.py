@@ -256,3 +256,23 @@ def test_structured_hessian_is_the_hessian_of_the_stacked_residual():
     H = hc.hessian(w, dict(a, **hc._rows_gram(a)))
     ref = jax.hessian(lambda v: 0.5 * jnp.sum(hc.residual(v, a) ** 2))(w)
     np.testing.assert_allclose(H, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("initial", ["rows", "construction"])
+def test_gradient_with_respect_to_u0_matches_finite_differences(initial):
+    """The structured adjoint (``_fit``) also carries the cotangent of u0,
+    which enters through the rows' constants (and, by construction, B)."""
+    b = smooth_basis(seed=6)
+    probe = jnp.asarray(np.random.default_rng(1).normal(size=GRID.shape))
+    hc = HardConstraint(PDE, GRID, (1, 2), 60, weights=WEIGHTS, initial=initial, **TIGHT)
+
+    def loss(u0):
+        return jnp.sum(probe * hc(b, u0, jax.random.key(0)).u)
+
+    u0 = jnp.full(GRID.shape[1], 0.1)
+    assert np.all(np.asarray(hc(b, u0, jax.random.key(0)).solution.status) == RESULTS.successful)
+    g = jax.grad(loss)(u0)
+    for i in (0, 7, 31):
+        e = jnp.zeros_like(u0).at[i].set(1e-6)
+        fd = (loss(u0 + e) - loss(u0 - e)) / 2e-6
+        assert abs(g[i] - fd) <= 1e-5 * max(abs(fd), 1e-3), (i, g[i], fd)

@@ -39,7 +39,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .grid import Grid
-from .least_squares import Solution, least_squares, require_x64
+from .least_squares import RESULTS, Solution, least_squares, require_x64
 from .partition import check_splits, partition, unpartition
 from .pdes.base import PDE
 
@@ -197,11 +197,25 @@ def linearise(pde: PDE, basis: Float[Array, "*grid N"], u0: Float[Array, "*space
     indices, any shape P), only there: ``phi`` (*P, n_terms, N) and ``c``
     (*P, n_terms).
     """
+    B, offset = _parametrise(pde, basis, u0, grid, initial)
+    return _linearise_parametrised(pde, B, offset, u0, grid, points)
+
+
+def _parametrise(pde, basis, u0, grid, initial):
     B, offset = pde.parametrise(basis, u0, grid)
     if initial == "construction":
         B, offset = initial_by_construction(B, offset, u0, grid)
-    # One pass over the columns for all three parts (see _columns).  The
-    # PDE's array fields (if any), u0 and the points are passed, not closed over.
+    return B, offset
+
+
+def _row_maps(pde: PDE, grid: Grid):
+    """``(dynamic, parts, at_points)``: the PDE's array fields and its rows as functions of ``u``.
+
+    ``parts(u, dynamic, u0, points)`` gives the terms on the grid and the
+    initial and boundary rows; ``at_points`` (a linear select, see
+    :func:`_columns`) takes the terms at the points.  The PDE's array
+    fields (if any), u0 and the points are passed, not closed over.
+    """
     dynamic, static = eqx.partition(pde, eqx.is_inexact_array)
 
     def parts(u, dynamic, u0, points):
@@ -213,6 +227,12 @@ def linearise(pde: PDE, basis: Float[Array, "*grid N"], u0: Float[Array, "*space
         terms, ic, bc = out
         return terms.reshape((grid.size,) + terms.shape[grid.ndim:])[points], ic, bc
 
+    return dynamic, parts, at_points
+
+
+def _linearise_parametrised(pde, B, offset, u0, grid, points):
+    # One pass over the columns for all three parts (see _columns).
+    dynamic, parts, at_points = _row_maps(pde, grid)
     (terms, ic, bc), (terms_offset, ic_offset, bc_offset) = _affine_parts(
         parts, None if points is None else at_points, B, offset, dynamic, u0, points)
     names = ("terms", "terms_offset") if points is None else ("phi", "c")
@@ -365,12 +385,16 @@ class HardConstraint(eqx.Module):
             idx = self.sample(key)
         with jax.named_scope("linearise"):
             lin = linearise(self.pde, basis, u0, self.grid, self.initial, points=idx)
+        args, in_axes = self._args(lin)
+        return args, in_axes, lin, idx
+
+    def _args(self, lin):
         ic_mask, bc_mask = self._masks()
         args = dict(phi=lin["phi"], c=lin["c"], ic=lin["ic"], ic_offset=lin["ic_offset"], ic_mask=ic_mask,
                     bc=lin["bc"], bc_offset=lin["bc_offset"], bc_mask=bc_mask)
         in_axes = dict(phi=0, c=0, ic=None, ic_offset=None, ic_mask=0, bc=None, bc_offset=None,
                        bc_mask=0)
-        return args, in_axes, lin, idx
+        return args, in_axes
 
     def initial_weights(self, args, in_axes) -> Float[Array, "K N"]:
         """The solver's starting weights (see ``init``)."""
@@ -382,15 +406,50 @@ class HardConstraint(eqx.Module):
                  key: PRNGKeyArray, w0: Float[Array, "K N"] | None = None) -> ConstrainedSolution:
         # Named scopes label the parts in profiles (jax.profiler, XLA dumps).
         with jax.named_scope("pihc.constraint.problems"):
-            args, in_axes, lin, idx = self.problems(basis, u0, key)
-        with jax.named_scope("pihc.constraint.solve"):
-            if w0 is None:
-                w0 = self.initial_weights(args, in_axes)
-            sol = jax.vmap(self._solve_expert, in_axes=(0, in_axes))(jax.lax.stop_gradient(w0), args)
+            require_x64()
+            self.grid.check(basis, channels=1, what="basis")
+            u0 = jnp.asarray(u0, jnp.float64)
+            with jax.named_scope("sample"):
+                idx = self.sample(key)
+            B, offset = _parametrise(self.pde, basis.astype(jnp.float64), u0, self.grid, self.initial)
+        dynamic, static = eqx.partition(self, eqx.is_inexact_array)
+        sol = _fit(static, dynamic, B, offset, u0, idx,
+                   None if w0 is None else jax.lax.stop_gradient(w0))
         with jax.named_scope("pihc.constraint.assemble"):
-            blocks = partition(lin["B"], self.splits)  # (K, *block, N)
-            u = unpartition(jnp.einsum("k...n,kn->k...", blocks, sol.value), self.splits) + lin["offset"]
+            blocks = partition(B, self.splits)  # (K, *block, N)
+            u = unpartition(jnp.einsum("k...n,kn->k...", blocks, sol.value), self.splits) + offset
         return ConstrainedSolution(u=u, weights=sol.value, solution=sol, points=idx)
+
+    def _adjoint(self, w, status, ct_w, a):
+        """One expert's implicit adjoint, as cotangents of its rows' linear images.
+
+        With ``v = -H^{-1} ct_w`` (``H``: :meth:`hessian`) the implicit
+        function theorem gives the cotangent of every problem array as that
+        of ``v . G`` (``G = grad_w 1/2 ||r||^2``, see
+        :mod:`~pihc.least_squares`).  ``G`` reads ``Phi`` and the rows only
+        through ``Phi_j w`` and ``Phi_j^T (.)``, so
+
+            ct Phi_j = gamma_j v^T + (Gamma_j Phi_j v) w^T,   ct c_j = Gamma_j Phi_j v,
+            ct R = S^2 (R w + r0) v^T + (S^2 R v) w^T,       ct r0 = S^2 R v
+
+        for the PDE rows (``gamma = s^2 grad_T F^2/2``, ``Gamma`` its
+        Jacobian) and the initial/boundary rows ``R`` (weights ``S``): two
+        rank-one terms per expert.  Returned are their left factors (on the
+        points and rows: ``a_v`` for ``v``, ``a_w`` for ``w``) and ``v``;
+        zero for a failed solve (no gradient, as in least_squares).
+        """
+        a = dict(a, **self._rows_gram(a))
+        ok = status == RESULTS.successful
+        v = jnp.where(ok, -jnp.linalg.solve(self.hessian(w, a), ct_w), 0.0)
+        s_pde, s_ic, s_bc = self._scales(a)
+        grad_h = jax.vmap(jax.grad(lambda t: 0.5 * self.pde.residual(t) ** 2))
+        gamma, Gamma_pv = jax.jvp(grad_h, (jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"],),
+                                  (jnp.einsum("mtn,n->mt", a["phi"], v),))
+        a_v = (s_pde ** 2 * gamma, s_ic ** 2 * (a["ic"] @ w + a["ic_offset"]),
+               s_bc ** 2 * (a["bc"] @ w + a["bc_offset"]))
+        a_w = (s_pde ** 2 * Gamma_pv, s_ic ** 2 * (a["ic"] @ v), s_bc ** 2 * (a["bc"] @ v))
+        # where, not a product: a failed solve's arrays may hold NaN (NaN * 0 = NaN).
+        return jax.tree.map(lambda x: jnp.where(ok, x, 0.0), (a_v, a_w)) + (v,)
 
     def _masks(self):
         if self.rows == "global":
@@ -494,3 +553,78 @@ class HardConstraint(eqx.Module):
         return least_squares(self.residual, w0, dict(a, **self._rows_gram(a)), max_steps=self.max_steps,
                              rtol=self.rtol, atol=self.atol, normal_equations=self.normal_equations,
                              hessian=self.hessian)
+
+
+def _fit(static, dynamic, B, offset, u0, idx, w0):
+    """The experts' weights for ``u = B w + offset``: :class:`Solution` with a structured adjoint.
+
+    The backward pass is the implicit one of :func:`~pihc.least_squares.least_squares`
+    (same values to roundoff), taken through the linear map from a grid
+    field ``u`` to the rows (PDE terms at an expert's points, initial and
+    boundary rows) rather than through ``Phi`` column by column: the
+    cotangent of ``Phi`` and the rows has rank two per expert
+    (:meth:`HardConstraint._adjoint`), so the transposed map runs on 2 K
+    fields instead of N basis columns, and the (points x terms x N)
+    cotangent of ``Phi`` is never formed.  With N = 16: 8 transposes
+    instead of 16 for 4 experts, 2 for PI-HC.
+    """
+
+    @jax.custom_vjp
+    def fit(dynamic, B, offset, u0, idx, w0):
+        return fit_fwd(dynamic, B, offset, u0, idx, w0)[0]
+
+    def fit_fwd(dynamic, B, offset, u0, idx, w0):
+        self = eqx.combine(dynamic, static)
+        with jax.named_scope("pihc.constraint.problems"), jax.named_scope("linearise"):
+            args, in_axes = self._args(_linearise_parametrised(self.pde, B, offset, u0, self.grid, idx))
+        with jax.named_scope("pihc.constraint.solve"):
+            if w0 is None:
+                w0 = self.initial_weights(args, in_axes)
+            sol = jax.vmap(self._solve_expert, in_axes=(0, in_axes))(w0, args)
+        return sol, (sol.value, sol.status, args, dynamic, B, offset, u0, idx)
+
+    def fit_bwd(res, ct):
+        w, status, args, dynamic, B, offset, u0, idx = res
+        self = eqx.combine(dynamic, static)
+        _, in_axes = self._args({k: None for k in ("phi", "c", "ic", "ic_offset", "bc", "bc_offset")})
+        with jax.named_scope("pihc.constraint.solve"):
+            a_v, a_w, v = jax.vmap(self._adjoint, in_axes=(0, 0, 0, in_axes))(w, status, ct.value, args)
+        with jax.named_scope("pihc.constraint.problems"):
+            pde_dynamic, parts, at_points = _row_maps(self.pde, self.grid)
+            # Left factors of both rank-one terms of every expert, r = 2K of them,
+            # with their expert's points and their right factors (v_k, then w_k).
+            cts = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), a_v, a_w)
+            pts = jnp.concatenate([idx, idx])
+            ok = (status == RESULTS.successful)[:, None]
+            vecs = jnp.concatenate([v, jnp.where(ok, w, 0.0)])  # a failed solve's w may be NaN
+
+            def lin(u, d, p):  # u -> the rows' linear parts at points p
+                return at_points(jax.jvp(lambda x: parts(x, d, u0, p), (jnp.zeros_like(u),), (u,))[1],
+                                 d, u0, p)
+
+            def transposed(xs):  # one field at a time, as in _columns
+                ct_r, p = xs
+                return jax.vjp(lambda u: lin(u, pde_dynamic, p), jnp.zeros_like(offset))[1](ct_r)[0]
+
+            fields = jax.lax.map(transposed, (cts, pts))  # (2K, *grid)
+            K = idx.shape[0]
+            ct_B = jnp.einsum("r...,rn->...n", fields, vecs)
+            ct_offset = jnp.sum(fields[K:], axis=0)  # offset enters c and the row offsets: a_w's parts
+
+            # The PDE's array fields and u0 enter through the maps' coefficients and
+            # constants: the derivative of sum_r <cts_r, rows of (B vecs_r [+ offset])>.
+            def pairing(d, u0_):
+                us = jnp.einsum("...n,rn->r...", B, vecs)
+                lin_r = jax.vmap(lambda u, p: at_points(
+                    jax.jvp(lambda x: parts(x, d, u0_, p), (jnp.zeros_like(u),), (u,))[1], d, u0_, p))(us, pts)
+                aff = jax.vmap(lambda p: at_points(parts(offset, d, u0_, p), d, u0_, p))(idx)
+                return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(cts), jax.tree.leaves(lin_r))) + \
+                    sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a_w), jax.tree.leaves(aff)))
+
+            ct_dyn_pde, ct_u0 = jax.grad(pairing, argnums=(0, 1))(pde_dynamic, u0)
+        ct_dynamic = eqx.tree_at(lambda c: c.pde, jax.tree.map(jnp.zeros_like, dynamic),
+                                 ct_dyn_pde) if jax.tree.leaves(dynamic) else dynamic
+        return ct_dynamic, ct_B, ct_offset, ct_u0, None, None
+
+    fit.defvjp(fit_fwd, fit_bwd)
+    return fit(dynamic, B, offset, u0, idx, w0)
