@@ -24,6 +24,9 @@ solution on block ``k`` is ``u = B w_k + offset``.  One expert is PI-HC.
 The solver is :func:`~pihc.least_squares.least_squares` with a structured
 Jacobian ``J = sum_k diag(dF/dT_k) Phi_k``; experts are ``vmap``-ed (they
 share nothing, so they can be sharded over devices along the expert axis).
+Its implicit backward pass is taken here (:func:`_fit`), in the structured
+form the problem allows: two rank-one terms per expert, mapped back to the
+grid through the transposed rows.
 """
 
 from __future__ import annotations
