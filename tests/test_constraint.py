@@ -220,7 +220,7 @@ def test_columnwise_transpose_matches_plain_autodiff():
     B = jnp.asarray(rng.normal(size=(5, 7, 3)))
     a = jnp.asarray(rng.normal(size=6))
     plain = lambda B, a: jax.vmap(lambda u: f(u, a), in_axes=-1, out_axes=-1)(B)  # noqa: E731
-    out, vjp = jax.vjp(lambda B, a: _columns(f, B, a), B, a)
+    out, vjp = jax.vjp(lambda B, a: _columns(f, None, B, a), B, a)
     ref, vjp_ref = jax.vjp(plain, B, a)
     ct = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape)), ref)
     for got, want in zip(jax.tree.leaves((out, vjp(ct))), jax.tree.leaves((ref, vjp_ref(ct)))):
@@ -242,3 +242,37 @@ def test_normal_equations_with_the_rows_gram_match_the_stacked_residual():
     np.testing.assert_allclose(cost, 0.5 * r @ r, rtol=1e-11)
     np.testing.assert_allclose(g, J.T @ r, rtol=1e-10, atol=1e-12 * np.abs(J.T @ r).max())
     np.testing.assert_allclose(A, J.T @ J, rtol=1e-10, atol=1e-12 * np.abs(A).max())
+
+
+def test_structured_hessian_is_the_hessian_of_the_stacked_residual():
+    """``HardConstraint.hessian`` (used by the implicit backward) equals the
+    Hessian of ``1/2 ||residual||^2`` by autodiff, curvature term included."""
+    b = smooth_basis(seed=4)
+    u0 = jnp.full(GRID.shape[1], 0.1)
+    hc = HardConstraint(PDE, GRID, (1, 2), 60, weights=WEIGHTS)
+    args, in_axes, _, _ = hc.problems(b, u0, jax.random.key(1))
+    a = jax.tree.map(lambda x, ax: x if ax is None else x[0], args, in_axes)
+    w = hc._rows_solution(a) + 0.05 * jnp.asarray(np.random.default_rng(5).normal(size=b.shape[-1]))
+    H = hc.hessian(w, dict(a, **hc._rows_gram(a)))
+    ref = jax.hessian(lambda v: 0.5 * jnp.sum(hc.residual(v, a) ** 2))(w)
+    np.testing.assert_allclose(H, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("initial", ["rows", "construction"])
+def test_gradient_with_respect_to_u0_matches_finite_differences(initial):
+    """The structured adjoint (``_fit``) also carries the cotangent of u0,
+    which enters through the rows' constants (and, by construction, B)."""
+    b = smooth_basis(seed=6)
+    probe = jnp.asarray(np.random.default_rng(1).normal(size=GRID.shape))
+    hc = HardConstraint(PDE, GRID, (1, 2), 60, weights=WEIGHTS, initial=initial, **TIGHT)
+
+    def loss(u0):
+        return jnp.sum(probe * hc(b, u0, jax.random.key(0)).u)
+
+    u0 = jnp.full(GRID.shape[1], 0.1)
+    assert np.all(np.asarray(hc(b, u0, jax.random.key(0)).solution.status) == RESULTS.successful)
+    g = jax.grad(loss)(u0)
+    for i in (0, 7, 31):
+        e = jnp.zeros_like(u0).at[i].set(1e-6)
+        fd = (loss(u0 + e) - loss(u0 - e)) / 2e-6
+        assert abs(g[i] - fd) <= 1e-5 * max(abs(fd), 1e-3), (i, g[i], fd)

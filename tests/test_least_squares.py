@@ -142,6 +142,27 @@ def test_normal_equations_hook_matches_scipy_and_gives_implicit_gradient():
     np.testing.assert_allclose(g_hook, g_plain, rtol=1e-8, atol=1e-12)
 
 
+def test_hessian_hook_gives_the_same_implicit_gradient():
+    # The exact Hessian of 1/2 ||r||^2, by hand, replaces jacfwd in the backward pass.
+    t, y = _exp_data(9)
+
+    def hessian(w, a):
+        tt, _ = a
+        e = jnp.exp(-w[1] * tt)
+        J = jnp.stack([e, -w[0] * tt * e, tt ** 2], axis=1)
+        r = _exp_fit(w, a)
+        # Second derivatives of r_i: d2/dw0dw1 = -t e, d2/dw1^2 = w0 t^2 e.
+        curv = jnp.array([[0.0, -(r * tt * e).sum(), 0.0],
+                          [-(r * tt * e).sum(), (r * w[0] * tt ** 2 * e).sum(), 0.0],
+                          [0.0, 0.0, 0.0]])
+        return J.T @ J + curv
+
+    w0 = jnp.array([1.0, 0.0, 0.0])
+    loss = lambda yy, **kw: jnp.sum(least_squares(_exp_fit, w0, (t, yy), **kw, **TIGHT).value ** 2)  # noqa: E731
+    np.testing.assert_allclose(jax.grad(lambda yy: loss(yy, hessian=hessian))(y), jax.grad(loss)(y),
+                               rtol=1e-9, atol=1e-12)
+
+
 def test_not_converged_is_reported_and_has_no_gradient():
     t, y = _exp_data(7)
     sol = least_squares(_exp_fit, jnp.array([1.0, 0.0, 0.0]), (t, y), max_steps=1)

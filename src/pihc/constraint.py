@@ -24,6 +24,9 @@ solution on block ``k`` is ``u = B w_k + offset``.  One expert is PI-HC.
 The solver is :func:`~pihc.least_squares.least_squares` with a structured
 Jacobian ``J = sum_k diag(dF/dT_k) Phi_k``; experts are ``vmap``-ed (they
 share nothing, so they can be sharded over devices along the expert axis).
+Its implicit backward pass is taken here (:func:`_fit`), in the structured
+form the problem allows: two rank-one terms per expert, mapped back to the
+grid through the transposed rows.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .grid import Grid
-from .least_squares import Solution, least_squares, require_x64
+from .least_squares import RESULTS, Solution, least_squares, require_x64
 from .partition import check_splits, partition, unpartition
 from .pdes.base import PDE
 
@@ -84,22 +87,42 @@ class ConstrainedSolution(eqx.Module):
     points: Int[Array, "K m"]
 
 
-def _affine_parts(f, basis, offset, *args):
+def _affine_parts(f, select, basis, offset, *args):
     """Linear part of an affine ``f(u, *args)`` on each basis column, and ``f(offset, *args)``.
 
-    ``f(B w + o) = (f(B_i) - f(0)) w + f(o)`` for ``f`` affine in ``u`` (a
-    pytree of outputs is allowed).  ``f`` must not close over traced values:
-    pass them in ``args``.
+    ``f(B w + o) = L(B_i) w + f(o)`` for ``f`` affine in ``u`` (a pytree of
+    outputs is allowed), ``L`` its linear part; both then pass through
+    ``select`` (see :func:`_columns`).  ``f`` must not close over traced
+    values: pass them in ``args``.
+
+    ``L`` is ``f``'s tangent map (a JVP), not ``f(B_i) - f(0)``: the
+    difference adds ``f``'s constant terms to every column and subtracts them
+    again, a full pass over the (points x terms x columns) output that costs
+    more than the terms themselves, and it loses digits where the constant
+    dominates a column's value (a ghost value's boundary term).
     """
-    zero = f(jnp.zeros_like(offset), *args)
-    lin = _columns(f, basis, *args)
-    lin = jax.tree.map(lambda a, z: a - z[..., None], lin, zero)
-    return lin, f(offset, *args)
+
+    def linear(u, *args):
+        return jax.jvp(lambda v: f(v, *args), (jnp.zeros_like(u),), (u,))[1]
+
+    offset_parts = f(offset, *args)
+    return _columns(linear, select, basis, *args), \
+        offset_parts if select is None else select(offset_parts, *args)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _columns(f, basis, *args):
-    """``f`` applied to every column of ``basis`` (its trailing axis), outputs stacked last.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _columns(f, select, basis, *args):
+    """``select(f(column))`` for every column of ``basis`` (its trailing axis), stacked last.
+
+    ``select(out, *args)`` (or None: the identity) must be linear and act
+    on the leading axes of ``f``'s outputs alone, so that it applies to one
+    column's outputs and to all columns' stacked ones alike: e.g. taking
+    rows at some points.  Forward, it runs once on the stacked outputs:
+    selecting rows of the (rows, ..., columns) array copies contiguous
+    rows, while selecting inside the per-column ``vmap`` gave a gather
+    batched over the columns, whose output layout XLA then copied (column
+    axis moved last) once per layout its readers wanted, four copies of
+    the selected terms per step.
 
     The custom VJP exists for speed.  ``f`` (a PDE's derivative terms or
     rows) is built from slices; transposed, each slice becomes a pad to the
@@ -109,14 +132,15 @@ def _columns(f, basis, *args):
     transpose runs one column at a time (``lax.map``), so each pad is one
     grid's worth and stays in cache.
     """
-    return jax.vmap(lambda u: f(u, *args), in_axes=-1, out_axes=-1)(basis)
+    out = jax.vmap(lambda u: f(u, *args), in_axes=-1, out_axes=-1)(basis)
+    return out if select is None else select(out, *args)
 
 
-def _columns_fwd(f, basis, *args):
-    return _columns(f, basis, *args), (basis, args)
+def _columns_fwd(f, select, basis, *args):
+    return _columns(f, select, basis, *args), (basis, args)
 
 
-def _columns_bwd(f, res, ct):
+def _columns_bwd(f, select, res, ct):
     basis, args = res
     # Differentiate with respect to the arguments made of floating arrays
     # (the PDE's fields, u0); the others (indices, None) get no cotangent.
@@ -127,7 +151,10 @@ def _columns_bwd(f, res, ct):
 
         def g(u, floats):
             it = iter(floats)
-            return f(u, *[next(it) if d else a for a, d in zip(args, inexact)])
+            full = [next(it) if d else a for a, d in zip(args, inexact)]
+            # Selected per column, so that the transpose (a scatter into a
+            # grid-sized array) is per column too.
+            return f(u, *full) if select is None else select(f(u, *full), *full)
 
         _, vjp = jax.vjp(g, column, [a for a, d in zip(args, inexact) if d])
         return vjp(ct_column)
@@ -174,24 +201,44 @@ def linearise(pde: PDE, basis: Float[Array, "*grid N"], u0: Float[Array, "*space
     indices, any shape P), only there: ``phi`` (*P, n_terms, N) and ``c``
     (*P, n_terms).
     """
+    B, offset = _parametrise(pde, basis, u0, grid, initial)
+    return _linearise_parametrised(pde, B, offset, u0, grid, points)
+
+
+def _parametrise(pde, basis, u0, grid, initial):
     B, offset = pde.parametrise(basis, u0, grid)
     if initial == "construction":
         B, offset = initial_by_construction(B, offset, u0, grid)
-    # One pass over the columns for all three parts (see _columns).  The
-    # PDE's array fields (if any), u0 and the points are passed, not closed over.
+    return B, offset
+
+
+def _row_maps(pde: PDE, grid: Grid):
+    """``(dynamic, parts, at_points)``: the PDE's array fields and its rows as functions of ``u``.
+
+    ``parts(u, dynamic, u0, points)`` gives the terms on the grid and the
+    initial and boundary rows; ``at_points`` (a linear select, see
+    :func:`_columns`) takes the terms at the points.  The PDE's array
+    fields (if any), u0 and the points are passed, not closed over.
+    """
     dynamic, static = eqx.partition(pde, eqx.is_inexact_array)
 
     def parts(u, dynamic, u0, points):
         p = eqx.combine(dynamic, static)
-        terms = p.terms(u, grid)
-        if points is not None:
-            # Gathered per column, so that the transpose (a scatter into a
-            # grid-sized array) is per column too (see _columns).
-            terms = terms.reshape(-1, terms.shape[-1])[points]
-        return terms, p.initial_rows(u, u0, grid), p.boundary_rows(u, grid)
+        return p.terms(u, grid), p.initial_rows(u, u0, grid), p.boundary_rows(u, grid)
 
+    def at_points(out, dynamic, u0, points):
+        # The terms' rows (grid points) at the points: (*P, n_terms, *columns).
+        terms, ic, bc = out
+        return terms.reshape((grid.size,) + terms.shape[grid.ndim:])[points], ic, bc
+
+    return dynamic, parts, at_points
+
+
+def _linearise_parametrised(pde, B, offset, u0, grid, points):
+    # One pass over the columns for all three parts (see _columns).
+    dynamic, parts, at_points = _row_maps(pde, grid)
     (terms, ic, bc), (terms_offset, ic_offset, bc_offset) = _affine_parts(
-        parts, B, offset, dynamic, u0, points)
+        parts, None if points is None else at_points, B, offset, dynamic, u0, points)
     names = ("terms", "terms_offset") if points is None else ("phi", "c")
     return {"B": B, "offset": offset, names[0]: terms, names[1]: terms_offset,
             "ic": ic, "ic_offset": ic_offset, "bc": bc, "bc_offset": bc_offset}
@@ -355,12 +402,16 @@ class HardConstraint(eqx.Module):
             idx = self.sample(key)
         with jax.named_scope("linearise"):
             lin = linearise(self.pde, basis, u0, self.grid, self.initial, points=idx)
+        args, in_axes = self._args(lin)
+        return args, in_axes, lin, idx
+
+    def _args(self, lin):
         ic_mask, bc_mask = self._masks()
         args = dict(phi=lin["phi"], c=lin["c"], ic=lin["ic"], ic_offset=lin["ic_offset"], ic_mask=ic_mask,
                     bc=lin["bc"], bc_offset=lin["bc_offset"], bc_mask=bc_mask)
         in_axes = dict(phi=0, c=0, ic=None, ic_offset=None, ic_mask=0, bc=None, bc_offset=None,
                        bc_mask=0)
-        return args, in_axes, lin, idx
+        return args, in_axes
 
     def initial_weights(self, args, in_axes) -> Float[Array, "K N"]:
         """The solver's starting weights (see ``init``)."""
@@ -372,15 +423,51 @@ class HardConstraint(eqx.Module):
                  key: PRNGKeyArray, w0: Float[Array, "K N"] | None = None) -> ConstrainedSolution:
         # Named scopes label the parts in profiles (jax.profiler, XLA dumps).
         with jax.named_scope("pihc.constraint.problems"):
-            args, in_axes, lin, idx = self.problems(basis, u0, key)
-        with jax.named_scope("pihc.constraint.solve"):
-            if w0 is None:
-                w0 = self.initial_weights(args, in_axes)
-            sol = jax.vmap(self._solve_expert, in_axes=(0, in_axes))(jax.lax.stop_gradient(w0), args)
+            require_x64()
+            self.grid.check(basis, channels=1, what="basis")
+            basis = _materialised_cotangent(basis)
+            u0 = jnp.asarray(u0, jnp.float64)
+            with jax.named_scope("sample"):
+                idx = self.sample(key)
+            B, offset = _parametrise(self.pde, basis.astype(jnp.float64), u0, self.grid, self.initial)
+        dynamic, static = eqx.partition(self, eqx.is_inexact_array)
+        sol = _fit(static, dynamic, B, offset, u0, idx,
+                   None if w0 is None else jax.lax.stop_gradient(w0))
         with jax.named_scope("pihc.constraint.assemble"):
-            blocks = partition(lin["B"], self.splits)  # (K, *block, N)
-            u = unpartition(jnp.einsum("k...n,kn->k...", blocks, sol.value), self.splits) + lin["offset"]
-        return ConstrainedSolution(u=u, weights=sol.value, solution=sol, points=idx)
+            blocks = partition(B, self.splits)  # (K, *block, N)
+            u = unpartition(jnp.einsum("k...n,kn->k...", blocks, sol.value), self.splits) + offset
+        return ConstrainedSolution(u=_materialised_cotangent(u), weights=sol.value, solution=sol, points=idx)
+
+    def _adjoint(self, w, status, ct_w, a):
+        """One expert's implicit adjoint, as cotangents of its rows' linear images.
+
+        With ``v = -H^{-1} ct_w`` (``H``: :meth:`hessian`) the implicit
+        function theorem gives the cotangent of every problem array as that
+        of ``v . G`` (``G = grad_w 1/2 ||r||^2``, see
+        :mod:`~pihc.least_squares`).  ``G`` reads ``Phi`` and the rows only
+        through ``Phi_j w`` and ``Phi_j^T (.)``, so
+
+            ct Phi_j = gamma_j v^T + (Gamma_j Phi_j v) w^T,   ct c_j = Gamma_j Phi_j v,
+            ct R = S^2 (R w + r0) v^T + (S^2 R v) w^T,       ct r0 = S^2 R v
+
+        for the PDE rows (``gamma = s^2 grad_T F^2/2``, ``Gamma`` its
+        Jacobian) and the initial/boundary rows ``R`` (weights ``S``): two
+        rank-one terms per expert.  Returned are their left factors (on the
+        points and rows: ``a_v`` for ``v``, ``a_w`` for ``w``) and ``v``;
+        zero for a failed solve (no gradient, as in least_squares).
+        """
+        a = dict(a, **self._rows_gram(a))
+        ok = status == RESULTS.successful
+        v = jnp.where(ok, -jnp.linalg.solve(self.hessian(w, a), ct_w), 0.0)
+        s_pde, s_ic, s_bc = self._scales(a)
+        grad_h = jax.vmap(jax.grad(lambda t: 0.5 * self.pde.residual(t) ** 2))
+        gamma, Gamma_pv = jax.jvp(grad_h, (jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"],),
+                                  (jnp.einsum("mtn,n->mt", a["phi"], v),))
+        a_v = (s_pde ** 2 * gamma, s_ic ** 2 * (a["ic"] @ w + a["ic_offset"]),
+               s_bc ** 2 * (a["bc"] @ w + a["bc_offset"]))
+        a_w = (s_pde ** 2 * Gamma_pv, s_ic ** 2 * (a["ic"] @ v), s_bc ** 2 * (a["bc"] @ v))
+        # where, not a product: a failed solve's arrays may hold NaN (NaN * 0 = NaN).
+        return jax.tree.map(lambda x: jnp.where(ok, x, 0.0), (a_v, a_w)) + (v,)
 
     def _masks(self):
         if self.rows == "global":
@@ -450,6 +537,24 @@ class HardConstraint(eqx.Module):
         cost = 0.5 * (r @ r + w @ Aw + 2.0 * a["rows_g"] @ w + a["rows_c"])
         return cost, J.T @ r + Aw + a["rows_g"], J.T @ J + a["rows_A"]
 
+    def hessian(self, w: Float[Array, " N"], a: dict) -> Float[Array, "N N"]:
+        """Exact Hessian of ``1/2 ||r||^2`` (:meth:`residual`) in ``w``, for the implicit backward.
+
+        The PDE rows ``s F(Phi_j w + c_j)`` contribute ``s^2 Phi_j^T M_j
+        Phi_j`` with ``M_j`` the (n_terms x n_terms) Hessian of ``F^2 / 2`` in
+        the terms (Gauss-Newton part and curvature part together); the
+        linear rows and the ridge contribute their Gram matrix.  Formed so,
+        the per-point second derivatives are evaluated once; the generic
+        route (``jacfwd`` of the gradient, N tangents) multiplies ``Phi`` by
+        the identity and re-evaluates them for every tangent, which cost
+        more than the rest of the backward solve.
+        """
+        s_pde = self._scales(a)[0]
+        T = jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"]
+        M = jax.vmap(jax.hessian(lambda t: 0.5 * self.pde.residual(t) ** 2))(T)  # (m, n_terms, n_terms)
+        P = jnp.einsum("mts,msn->mtn", M, a["phi"])
+        return s_pde ** 2 * jnp.einsum("mtn,mtk->nk", a["phi"], P) + a["rows_A"]
+
     def _rows_solution(self, a) -> Float[Array, " N"]:
         """argmin_w of the row blocks and the ridge alone (normal equations)."""
         gram = self._rows_gram(a)
@@ -464,4 +569,105 @@ class HardConstraint(eqx.Module):
         # self.residual, which reads the rows themselves (the Gram arrays
         # get no cotangent, and need none).
         return least_squares(self.residual, w0, dict(a, **self._rows_gram(a)), max_steps=self.max_steps,
-                             rtol=self.rtol, atol=self.atol, normal_equations=self.normal_equations)
+                             rtol=self.rtol, atol=self.atol, normal_equations=self.normal_equations,
+                             hessian=self.hessian)
+
+
+@jax.custom_vjp
+def _materialised_cotangent(x):
+    """The identity, whose cotangent is computed once and stored (an optimisation barrier).
+
+    The cotangent of ``u`` is read once per basis column (by the transpose
+    of ``u = B w``), and that of the basis by several readers (the
+    backbone's projection wants it in more than one layout).  XLA fused
+    their producers into each reader, so the loss's whole backward pass
+    (a chain of some 25 stencil transposes) was re-evaluated for every
+    basis column in each of three fusions: 12 ms of a PI-HC-MoE step.
+    """
+    return x
+
+
+def _materialised_fwd(x):
+    return x, None
+
+
+def _materialised_bwd(_, ct):
+    return (jax.lax.optimization_barrier(ct),)
+
+
+_materialised_cotangent.defvjp(_materialised_fwd, _materialised_bwd)
+
+
+def _fit(static, dynamic, B, offset, u0, idx, w0):
+    """The experts' weights for ``u = B w + offset``: :class:`Solution` with a structured adjoint.
+
+    The backward pass is the implicit one of :func:`~pihc.least_squares.least_squares`
+    (same values to roundoff), taken through the linear map from a grid
+    field ``u`` to the rows (PDE terms at an expert's points, initial and
+    boundary rows) rather than through ``Phi`` column by column: the
+    cotangent of ``Phi`` and the rows has rank two per expert
+    (:meth:`HardConstraint._adjoint`), so the transposed map runs on 2 K
+    fields instead of N basis columns, and the (points x terms x N)
+    cotangent of ``Phi`` is never formed.  With N = 16: 8 transposes
+    instead of 16 for 4 experts, 2 for PI-HC.
+    """
+
+    @jax.custom_vjp
+    def fit(dynamic, B, offset, u0, idx, w0):
+        return fit_fwd(dynamic, B, offset, u0, idx, w0)[0]
+
+    def fit_fwd(dynamic, B, offset, u0, idx, w0):
+        self = eqx.combine(dynamic, static)
+        with jax.named_scope("pihc.constraint.problems"), jax.named_scope("linearise"):
+            args, in_axes = self._args(_linearise_parametrised(self.pde, B, offset, u0, self.grid, idx))
+        with jax.named_scope("pihc.constraint.solve"):
+            if w0 is None:
+                w0 = self.initial_weights(args, in_axes)
+            sol = jax.vmap(self._solve_expert, in_axes=(0, in_axes))(w0, args)
+        return sol, (sol.value, sol.status, args, dynamic, B, offset, u0, idx)
+
+    def fit_bwd(res, ct):
+        w, status, args, dynamic, B, offset, u0, idx = res
+        self = eqx.combine(dynamic, static)
+        _, in_axes = self._args({k: None for k in ("phi", "c", "ic", "ic_offset", "bc", "bc_offset")})
+        with jax.named_scope("pihc.constraint.solve"):
+            a_v, a_w, v = jax.vmap(self._adjoint, in_axes=(0, 0, 0, in_axes))(w, status, ct.value, args)
+        with jax.named_scope("pihc.constraint.problems"):
+            pde_dynamic, parts, at_points = _row_maps(self.pde, self.grid)
+            # Left factors of both rank-one terms of every expert, r = 2K of them,
+            # with their expert's points and their right factors (v_k, then w_k).
+            cts = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), a_v, a_w)
+            pts = jnp.concatenate([idx, idx])
+            ok = (status == RESULTS.successful)[:, None]
+            vecs = jnp.concatenate([v, jnp.where(ok, w, 0.0)])  # a failed solve's w may be NaN
+
+            def lin(u, d, p):  # u -> the rows' linear parts at points p
+                return at_points(jax.jvp(lambda x: parts(x, d, u0, p), (jnp.zeros_like(u),), (u,))[1],
+                                 d, u0, p)
+
+            def transposed(xs):  # one field at a time, as in _columns
+                ct_r, p = xs
+                return jax.vjp(lambda u: lin(u, pde_dynamic, p), jnp.zeros_like(offset))[1](ct_r)[0]
+
+            fields = jax.lax.map(transposed, (cts, pts))  # (2K, *grid)
+            K = idx.shape[0]
+            ct_B = jnp.einsum("r...,rn->...n", fields, vecs)
+            ct_offset = jnp.sum(fields[K:], axis=0)  # offset enters c and the row offsets: a_w's parts
+
+            # The PDE's array fields and u0 enter through the maps' coefficients and
+            # constants: the derivative of sum_r <cts_r, rows of (B vecs_r [+ offset])>.
+            def pairing(d, u0_):
+                us = jnp.einsum("...n,rn->r...", B, vecs)
+                lin_r = jax.vmap(lambda u, p: at_points(
+                    jax.jvp(lambda x: parts(x, d, u0_, p), (jnp.zeros_like(u),), (u,))[1], d, u0_, p))(us, pts)
+                aff = jax.vmap(lambda p: at_points(parts(offset, d, u0_, p), d, u0_, p))(idx)
+                return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(cts), jax.tree.leaves(lin_r))) + \
+                    sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a_w), jax.tree.leaves(aff)))
+
+            ct_dyn_pde, ct_u0 = jax.grad(pairing, argnums=(0, 1))(pde_dynamic, u0)
+        ct_dynamic = eqx.tree_at(lambda c: c.pde, jax.tree.map(jnp.zeros_like, dynamic),
+                                 ct_dyn_pde) if jax.tree.leaves(dynamic) else dynamic
+        return ct_dynamic, ct_B, ct_offset, ct_u0, None, None
+
+    fit.defvjp(fit_fwd, fit_bwd)
+    return fit(dynamic, B, offset, u0, idx, w0)

@@ -111,12 +111,14 @@ def jacfwd_residual(fn: Callable) -> JacFn:
 
 NormalFn = Callable[[Float[Array, " n"], Any],
                     tuple[Float[Array, ""], Float[Array, " n"], Float[Array, "n n"]]]
+HessianFn = Callable[[Float[Array, " n"], Any], Float[Array, "n n"]]
 
 
 def least_squares(fn: Callable[[Float[Array, " n"], PyTree], Float[Array, " m"]],
                   w0: Float[Array, " n"], args: PyTree = None, *, max_steps: int = 100,
                   rtol: float = 1e-8, atol: float = 1e-12, jac: JacFn | None = None,
-                  normal_equations: NormalFn | None = None, damping: float = 1e-3) -> Solution:
+                  normal_equations: NormalFn | None = None, hessian: HessianFn | None = None,
+                  damping: float = 1e-3) -> Solution:
     r"""Minimise ``1/2 ||fn(w, args)||^2`` over ``w`` by Levenberg-Marquardt.
 
     Args:
@@ -136,6 +138,11 @@ def least_squares(fn: Callable[[Float[Array, " n"], PyTree], Float[Array, " m"]]
             (e.g. constant rows whose Gram matrix is precomputed).  It must
             agree with ``fn``; it takes precedence over ``jac``.  The
             iterations only ever need these three quantities.
+        hessian: optional ``(w, args) -> H``, the exact Hessian of
+            ``1/2 ||fn(w, args)||^2`` in ``w`` (n x n), for the implicit
+            backward pass; by default forward-mode autodiff of its gradient
+            (n tangents through ``fn``).  Only its value is used (it is not
+            differentiated).
         damping: initial Marquardt parameter mu (relative to diag(A)).
 
     Returns:
@@ -161,9 +168,13 @@ def least_squares(fn: Callable[[Float[Array, " n"], PyTree], Float[Array, " m"]]
         if jac is None:
             jac = jacfwd_residual(fn)
         normal_closed, normal_consts = jax.closure_convert(_normal_from_jac(jac), w0, args)
+    if hessian is not None:
+        hessian_closed, hessian_consts = jax.closure_convert(hessian, w0, args)
+    else:
+        hessian_closed, hessian_consts = None, ()
     w, steps, rnorm, gnorm, status = _solve(
-        _Problem(closed, normal_closed), opts, jax.lax.stop_gradient(w0),
-        (tuple(consts), tuple(normal_consts), args))
+        _Problem(closed, normal_closed, hessian_closed), opts, jax.lax.stop_gradient(w0),
+        (tuple(consts), tuple(normal_consts), tuple(hessian_consts), args))
     return Solution(w, steps, rnorm, gnorm, status)
 
 
@@ -187,14 +198,19 @@ class _Problem(eqx.Module):
 
     fn: Callable = eqx.field(static=True)
     normal: Callable = eqx.field(static=True)
+    hess: Callable | None = eqx.field(static=True, default=None)
 
     def residual(self, w, packed):
-        consts, _, args = packed
+        consts, _, _, args = packed
         return self.fn(w, args, *consts)
 
     def normal_equations(self, w, packed):
-        _, nconsts, args = packed
+        _, nconsts, _, args = packed
         return self.normal(w, args, *nconsts)
+
+    def hessian(self, w, packed):
+        _, _, hconsts, args = packed
+        return self.hess(w, args, *hconsts)
 
 
 def _damped_step(A, g, mu):
@@ -279,7 +295,10 @@ def _solve_bwd(problem, opts, res, cts):
     def optimality(v, p):  # G(w, theta) = grad_w 1/2 ||r||^2
         return jax.grad(lambda u: 0.5 * jnp.sum(problem.residual(u, p) ** 2))(v)
 
-    H = jax.jacfwd(optimality, argnums=0)(w, packed)
+    if problem.hess is None:
+        H = jax.jacfwd(optimality, argnums=0)(w, packed)
+    else:
+        H = problem.hessian(w, packed)
     lam = jnp.linalg.solve(H, ct_w)
     _, vjp = jax.vjp(lambda p: optimality(w, p), packed)
     (ct_packed,) = vjp(-lam)
