@@ -254,6 +254,11 @@ def _row_masks(points: np.ndarray, grid_shape, splits) -> np.ndarray:
     return expert[None, :] == np.arange(math.prod(splits))[:, None]
 
 
+# vmap axes of the experts' problem arrays (HardConstraint._args): the points'
+# terms and the row masks are per expert, the initial/boundary rows shared.
+_ARG_AXES = dict(phi=0, c=0, ic=None, ic_offset=None, ic_mask=0, bc=None, bc_offset=None, bc_mask=0)
+
+
 class HardConstraint(eqx.Module):
     """PI-HC (one expert) and PI-HC-MoE (``prod(splits)`` experts).
 
@@ -394,24 +399,24 @@ class HardConstraint(eqx.Module):
         is 0, shared where it is None); :meth:`residual` and
         :meth:`residual_and_jac` evaluate one expert's problem.
         """
+        basis, u0, idx = self._inputs(basis, u0, key)
+        with jax.named_scope("linearise"):
+            lin = linearise(self.pde, basis.astype(jnp.float64), u0, self.grid, self.initial, points=idx)
+        return self._args(lin), _ARG_AXES, lin, idx
+
+    def _inputs(self, basis, u0, key):
+        """Checked inputs: the basis (its dtype kept), u0 in float64, and the sampled points."""
         require_x64()
         self.grid.check(basis, channels=1, what="basis")
-        basis = basis.astype(jnp.float64)
-        u0 = jnp.asarray(u0, jnp.float64)
         with jax.named_scope("sample"):
             idx = self.sample(key)
-        with jax.named_scope("linearise"):
-            lin = linearise(self.pde, basis, u0, self.grid, self.initial, points=idx)
-        args, in_axes = self._args(lin)
-        return args, in_axes, lin, idx
+        return basis, jnp.asarray(u0, jnp.float64), idx
 
-    def _args(self, lin):
+    def _args(self, lin) -> dict:
+        """One expert's problem arrays (leading axis K where :data:`_ARG_AXES` says 0)."""
         ic_mask, bc_mask = self._masks()
-        args = dict(phi=lin["phi"], c=lin["c"], ic=lin["ic"], ic_offset=lin["ic_offset"], ic_mask=ic_mask,
+        return dict(phi=lin["phi"], c=lin["c"], ic=lin["ic"], ic_offset=lin["ic_offset"], ic_mask=ic_mask,
                     bc=lin["bc"], bc_offset=lin["bc_offset"], bc_mask=bc_mask)
-        in_axes = dict(phi=0, c=0, ic=None, ic_offset=None, ic_mask=0, bc=None, bc_offset=None,
-                       bc_mask=0)
-        return args, in_axes
 
     def initial_weights(self, args, in_axes) -> Float[Array, "K N"]:
         """The solver's starting weights (see ``init``)."""
@@ -423,12 +428,7 @@ class HardConstraint(eqx.Module):
                  key: PRNGKeyArray, w0: Float[Array, "K N"] | None = None) -> ConstrainedSolution:
         # Named scopes label the parts in profiles (jax.profiler, XLA dumps).
         with jax.named_scope("pihc.constraint.problems"):
-            require_x64()
-            self.grid.check(basis, channels=1, what="basis")
-            basis = _materialised_cotangent(basis)
-            u0 = jnp.asarray(u0, jnp.float64)
-            with jax.named_scope("sample"):
-                idx = self.sample(key)
+            basis, u0, idx = self._inputs(_materialised_cotangent(basis), u0, key)
             B, offset = _parametrise(self.pde, basis.astype(jnp.float64), u0, self.grid, self.initial)
         dynamic, static = eqx.partition(self, eqx.is_inexact_array)
         sol = _fit(static, dynamic, B, offset, u0, idx,
@@ -565,12 +565,11 @@ class HardConstraint(eqx.Module):
 
     def _solve_expert(self, w0, a) -> Solution:
         # The rows' Gram matrix enters the arguments so that the solver's
-        # iterations reuse it; the implicit backward differentiates
-        # self.residual, which reads the rows themselves (the Gram arrays
-        # get no cotangent, and need none).
+        # iterations reuse it.  Only the forward solve is used: the backward
+        # pass is _fit's structured adjoint (with self.hessian), so
+        # least_squares' own implicit backward never runs here.
         return least_squares(self.residual, w0, dict(a, **self._rows_gram(a)), max_steps=self.max_steps,
-                             rtol=self.rtol, atol=self.atol, normal_equations=self.normal_equations,
-                             hessian=self.hessian)
+                             rtol=self.rtol, atol=self.atol, normal_equations=self.normal_equations)
 
 
 @jax.custom_vjp
@@ -619,19 +618,18 @@ def _fit(static, dynamic, B, offset, u0, idx, w0):
     def fit_fwd(dynamic, B, offset, u0, idx, w0):
         self = eqx.combine(dynamic, static)
         with jax.named_scope("pihc.constraint.problems"), jax.named_scope("linearise"):
-            args, in_axes = self._args(_linearise_parametrised(self.pde, B, offset, u0, self.grid, idx))
+            args = self._args(_linearise_parametrised(self.pde, B, offset, u0, self.grid, idx))
         with jax.named_scope("pihc.constraint.solve"):
             if w0 is None:
-                w0 = self.initial_weights(args, in_axes)
-            sol = jax.vmap(self._solve_expert, in_axes=(0, in_axes))(w0, args)
+                w0 = self.initial_weights(args, _ARG_AXES)
+            sol = jax.vmap(self._solve_expert, in_axes=(0, _ARG_AXES))(w0, args)
         return sol, (sol.value, sol.status, args, dynamic, B, offset, u0, idx)
 
     def fit_bwd(res, ct):
         w, status, args, dynamic, B, offset, u0, idx = res
         self = eqx.combine(dynamic, static)
-        _, in_axes = self._args({k: None for k in ("phi", "c", "ic", "ic_offset", "bc", "bc_offset")})
         with jax.named_scope("pihc.constraint.solve"):
-            a_v, a_w, v = jax.vmap(self._adjoint, in_axes=(0, 0, 0, in_axes))(w, status, ct.value, args)
+            a_v, a_w, v = jax.vmap(self._adjoint, in_axes=(0, 0, 0, _ARG_AXES))(w, status, ct.value, args)
         with jax.named_scope("pihc.constraint.problems"):
             pde_dynamic, parts, at_points = _row_maps(self.pde, self.grid)
             # Left factors of both rank-one terms of every expert, r = 2K of them,
