@@ -552,7 +552,10 @@ class HardConstraint(eqx.Module):
         s_pde = self._scales(a)[0]
         T = jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"]
         M = jax.vmap(jax.hessian(lambda t: 0.5 * self.pde.residual(t) ** 2))(T)  # (m, n_terms, n_terms)
-        P = jnp.einsum("mts,msn->mtn", M, a["phi"])
+        # M_j Phi_j as n_terms broadcast products, not a dot batched over the
+        # points: XLA's CPU dot runs that as m tiny (n_terms x n_terms) @
+        # (n_terms x N) products, 20% slower than this one fused pass over Phi.
+        P = sum(M[..., :, s, None] * a["phi"][..., s, None, :] for s in range(M.shape[-1]))
         return s_pde ** 2 * jnp.einsum("mtn,mtk->nk", a["phi"], P) + a["rows_A"]
 
     def _rows_solution(self, a) -> Float[Array, " N"]:
