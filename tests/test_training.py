@@ -338,3 +338,39 @@ def test_global_steps_is_refused_without_experts_or_beyond_the_run():
     with pytest.raises(ConfigError, match=r"global_steps must be in \[0, optim.steps = 4000\]"):
         load_config(None, ["constraint.global_steps=4001"])
     assert load_config(None, ["constraint.global_steps=4000"]).constraint.global_steps == 4000
+
+
+def test_constraint_ablation_reproduces_the_evaluation_and_factor_zero_is_the_rows_projection(tmp_path):
+    """``benchmarks/constraint_ablation.py``: at factor 1 it is ``pihc evaluate``'s prediction; at factor 0
+    each expert's weights are the least-squares fit of the initial/boundary rows and the ridge alone,
+    checked against numpy's lstsq of those rows built column by column."""
+    from pihc.bench.constraint_ablation import ablate, solve_on_basis, with_pde_weight
+    from pihc.training.evaluation import evaluate
+    from pihc.training.trainer import load_fields, load_run
+
+    run = train(tiny_config(tmp_path, "moe"), tmp_path / "run", max_steps=2, progress=False, log=lambda s: None)
+    ev = evaluate(run, plots=False, log=lambda s: None)
+    out = ablate(run, [0.0, 1.0])
+    zero, one = out["rows"]
+    assert one["rel_l2_mean"] == pytest.approx(ev["rel_l2_mean"], rel=1e-6)
+    assert one["weights_change_rel"] == 0.0 and one["solver_steps_mean"] > 0
+    assert zero["solver_steps_mean"] == 0.0 and zero["experts_spread_rel"] < 1e-10  # global rows: one fit
+    assert zero["weights_change_rel"] > 1e-6  # the PDE rows do move an untrained basis's weights
+
+    cfg, data, model, _ = load_run(run, log=lambda s: None)
+    con, pde, grid = model.constraint, data.pde, data.grid
+    u0 = load_fields(cfg, data, data.test_idx)[:, 0]
+    basis = jax.vmap(model.basis)(jnp.asarray(u0))
+    got = solve_on_basis(with_pde_weight(con, 0.0), basis, u0, cfg.run.seed)
+    wt = con.weights
+    for s in range(len(u0)):
+        B, off = pde.parametrise(basis[s].astype(jnp.float64), jnp.asarray(u0[s]), grid)
+        n_ic, n_bc = len(pde.initial_row_points(grid)), len(pde.boundary_row_points(grid))
+        rows = lambda v: np.concatenate([np.sqrt(wt.initial / n_ic) * np.asarray(pde.initial_rows(v, u0[s], grid)),  # noqa: E731
+                                         np.sqrt(wt.boundary / n_bc) * np.asarray(pde.boundary_rows(v, grid))])
+        r0 = rows(off)
+        A = np.stack([rows(off + B[..., n]) - r0 for n in range(B.shape[-1])], axis=1)
+        A = np.concatenate([A, wt.ridge * np.eye(B.shape[-1])])
+        ref = np.linalg.lstsq(A, -np.concatenate([r0, np.zeros(B.shape[-1])]), rcond=None)[0]
+        for k in range(con.n_experts):
+            np.testing.assert_allclose(got.weights[s, k], ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max())

@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                         " --grid 101 1024 --data FILE for a model trained on 51 x 256")
     e.set_defaults(func=_cmd_evaluate)
 
-    b = sub.add_parser("bench", help="run a benchmark (constraint | generator | step-cost | step-profile | accuracy)",
+    b = sub.add_parser("bench", help="run a benchmark (constraint | constraint-ablation | generator | step-cost | step-profile | accuracy)",
                        add_help=False)
     b.add_argument("name")
     b.set_defaults(func=None)

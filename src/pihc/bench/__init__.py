@@ -6,6 +6,7 @@ import importlib
 
 _BENCHMARKS = {
     "constraint": "pihc.bench.constraint_scaling",
+    "constraint-ablation": "pihc.bench.constraint_ablation",
     "step-cost": "pihc.bench.step_cost",
     "step-profile": "pihc.bench.step_profile",
     "accuracy": "pihc.bench.accuracy",

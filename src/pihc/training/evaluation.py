@@ -49,14 +49,18 @@ def seam_mask(grid: Grid, splits, width: int) -> np.ndarray:
     return mask
 
 
+def prediction_keys(n: int, seed: int = 0, chunk: int = 8):
+    """The solver keys (sampled points) :func:`predict` gives ``n`` samples, chunk by chunk."""
+    return [jax.random.split(jax.random.fold_in(jax.random.key(seed), i), min(chunk, n - i))
+            for i in range(0, n, chunk)]
+
+
 def predict(model, u0: np.ndarray, seed: int = 0, chunk: int = 8):
     """Predictions for a stack of initial conditions, compiled once, in chunks."""
     f = jax.jit(jax.vmap(lambda a, k: model(a, k)))
     outs = []
-    for i in range(0, len(u0), chunk):
-        part = jnp.asarray(u0[i:i + chunk])
-        keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), i), len(part))
-        outs.append(jax.device_get(f(part, keys)))
+    for i, keys in zip(range(0, len(u0), chunk), prediction_keys(len(u0), seed, chunk)):
+        outs.append(jax.device_get(f(jnp.asarray(u0[i:i + chunk]), keys)))
     return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
 
 
