@@ -356,6 +356,11 @@ def test_constraint_ablation_reproduces_the_evaluation_and_factor_zero_is_the_ro
     assert one["weights_change_rel"] == 0.0 and one["solver_steps_mean"] > 0
     assert zero["solver_steps_mean"] == 0.0 and zero["experts_spread_rel"] < 1e-10  # global rows: one fit
     assert zero["weights_change_rel"] > 1e-6  # the PDE rows do move an untrained basis's weights
+    assert ev["experts"]["weights_spread_rel"] == pytest.approx(one["experts_spread_rel"], rel=1e-6)
+    assert one["experts_spread_rel"] > 1e-6  # each expert fits its own block's PDE rows
+    from pihc.training.report import write_report
+
+    assert f"weights differ from their mean by {100 * one['experts_spread_rel']:.2f}%" in write_report(run).read_text()
 
     cfg, data, model, _ = load_run(run, log=lambda s: None)
     con, pde, grid = model.constraint, data.pde, data.grid

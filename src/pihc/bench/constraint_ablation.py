@@ -59,6 +59,7 @@ def ablate(run: str, factors, n_samples: int | None = None) -> dict:
     import jax.numpy as jnp
 
     from pihc.losses import physics_loss
+    from pihc.training.evaluation import weights_spread
     from pihc.training.trainer import load_fields, load_run
 
     cfg, data, model, meta = load_run(run, log=lambda s: None)
@@ -82,8 +83,6 @@ def ablate(run: str, factors, n_samples: int | None = None) -> dict:
         axes = tuple(range(1, u.ndim))
         rel = np.sqrt(((u - truth) ** 2).sum(axes)) / np.sqrt((truth ** 2).sum(axes))
         dw = np.linalg.norm(w - ref.weights, axis=-1) / np.linalg.norm(ref.weights, axis=-1)
-        mean_w = w.mean(axis=1, keepdims=True)
-        spread = np.linalg.norm(w - mean_w, axis=-1) / np.linalg.norm(mean_w, axis=-1)
         parts = loss_parts(jnp.asarray(u), jnp.asarray(u0))
         sol = out.solution
         rows.append({
@@ -91,7 +90,7 @@ def ablate(run: str, factors, n_samples: int | None = None) -> dict:
             "rel_l2_mean": float(rel.mean()), "rel_l2_std": float(rel.std()),
             "pde_residual_ms": float(np.mean(parts["pde"])),
             "weights_change_rel": float(dw.mean()),
-            "experts_spread_rel": float(spread.mean()),
+            "experts_spread_rel": weights_spread(w),
             "solver_steps_mean": float(np.asarray(sol.num_steps).mean()),
             "failed_solves": int(np.asarray(sol.status != 0).sum()),
         })

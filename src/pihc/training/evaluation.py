@@ -49,6 +49,17 @@ def seam_mask(grid: Grid, splits, width: int) -> np.ndarray:
     return mask
 
 
+def weights_spread(w: np.ndarray) -> float:
+    """Mean over samples of ``|w_k - mean_k w| / |mean_k w|``, averaged over the experts.
+
+    0 when every expert picked the same weights: the mixture then predicts
+    what one global fit would.  ``w``: (samples, K, N).
+    """
+    w = np.asarray(w)
+    mean = w.mean(axis=1, keepdims=True)
+    return float(np.mean(np.linalg.norm(w - mean, axis=-1) / np.linalg.norm(mean, axis=-1)))
+
+
 def prediction_keys(n: int, seed: int = 0, chunk: int = 8):
     """The solver keys (sampled points) :func:`predict` gives ``n`` samples, chunk by chunk."""
     return [jax.random.split(jax.random.fold_in(jax.random.key(seed), i), min(chunk, n - i))
@@ -130,6 +141,7 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
     if pred.constrained is not None:
         sol = pred.constrained.solution
         out["experts"] = {
+            "weights_spread_rel": weights_spread(pred.constrained.weights),
             "residual_norm_mean": np.asarray(sol.residual_norm).mean(0).tolist(),
             "solver_steps_mean": np.asarray(sol.num_steps).mean(0).tolist(),
             "solver_steps_max": np.asarray(sol.num_steps).max(0).tolist(),

@@ -77,6 +77,9 @@ def write_report(run_dir: str | Path) -> Path:
             for k, r in enumerate(e["residual_norm_mean"]):
                 lines.append(f"| {k} | {r:.3g} | {e['solver_steps_mean'][k]:.1f} / {e['solver_steps_max'][k]}"
                              f" | {e['failed_solves'][k]} |")
+            if len(e["residual_norm_mean"]) > 1 and "weights_spread_rel" in e:
+                lines += ["", f"The experts' weights differ from their mean by {100 * e['weights_spread_rel']:.2f}%"
+                              " of its norm (0%: every expert picked the same weights, i.e. one global fit)."]
         for name in ("samples", "error_over_time", "residual"):
             if (run_dir / "plots" / f"{name}.png").exists():
                 lines += ["", f"![{name}](plots/{name}.png)"]
