@@ -276,3 +276,41 @@ def test_gradient_with_respect_to_u0_matches_finite_differences(initial):
         e = jnp.zeros_like(u0).at[i].set(1e-6)
         fd = (loss(u0 + e) - loss(u0 - e)) / 2e-6
         assert abs(g[i] - fd) <= 1e-5 * max(abs(fd), 1e-3), (i, g[i], fd)
+
+
+def test_blended_experts_form_the_partition_of_unity_of_their_own_predictions():
+    """``blend=True``: u = sum_k chi_k (B w_k) + offset with the smoothstep windows, each expert's weights
+    those of the unblended layer (the same points, same problems), and gradients by finite differences."""
+    from pihc.partition import blend_windows
+
+    b = smooth_basis(seed=5)
+    u0 = jnp.full(GRID.shape[1], 0.1)
+    plain = HardConstraint(PDE, GRID, (1, 4), 60, weights=WEIGHTS, overlap=(0, 3), **TIGHT)
+    blended = HardConstraint(PDE, GRID, (1, 4), 60, weights=WEIGHTS, overlap=(0, 3), blend=True, **TIGHT)
+    key = jax.random.key(3)
+    p, q = plain(b, u0, key), blended(b, u0, key)
+    np.testing.assert_array_equal(np.asarray(p.weights), np.asarray(q.weights))
+    lin = linearise(PDE, b, u0, GRID)
+    each = np.einsum("txn,kn->ktx", np.asarray(lin["B"]), np.asarray(q.weights)) + np.asarray(lin["offset"])
+    chi = blend_windows(GRID.shape, (1, 4), (0, 3))
+    np.testing.assert_allclose(q.u, np.sum(chi * each, axis=0), rtol=1e-12, atol=1e-14)
+    # Away from the seams (3 cells) blending changes nothing; at a seam it lies between the two experts.
+    core = np.ones(32, bool)
+    for c in (8, 16, 24):
+        core[c - 3:c + 3] = False
+    np.testing.assert_allclose(np.asarray(q.u)[:, core], np.asarray(p.u)[:, core], rtol=1e-13)
+    seam = np.asarray(q.u)[:, 5:11]  # between the two experts' values where their windows overlap
+    lo, hi = np.minimum(each[0, :, 5:11], each[1, :, 5:11]), np.maximum(each[0, :, 5:11], each[1, :, 5:11])
+    assert np.all((seam >= lo - 1e-14) & (seam <= hi + 1e-14))
+    assert np.abs(np.asarray(q.u - p.u)).max() > 1e-6  # the experts differ, so the blend does too
+
+    probe = jnp.asarray(np.random.default_rng(1).normal(size=GRID.shape))
+    loss = lambda bb: jnp.sum(probe * blended(bb, u0, key).u)  # noqa: E731
+    g = jax.grad(loss)(b)
+    for idx in [(3, 7, 0), (6, 9, 2), (8, 16, 5)]:
+        fd = (loss(b.at[idx].add(1e-6)) - loss(b.at[idx].add(-1e-6))) / 2e-6
+        assert abs(g[idx] - fd) <= 1e-5 * max(abs(fd), 1e-3), (idx, g[idx], fd)
+    with pytest.raises(ValueError, match="blend needs an overlap"):
+        HardConstraint(PDE, GRID, (1, 4), 10, blend=True)
+    with pytest.raises(GridError, match="half a block"):
+        HardConstraint(PDE, GRID, (1, 4), 10, overlap=(0, 5), blend=True)

@@ -44,7 +44,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .grid import Grid
 from .least_squares import RESULTS, Solution, least_squares, require_x64
-from .partition import check_splits, partition, unpartition
+from .partition import blend_windows, check_splits, partition, unpartition
 from .pdes.base import PDE
 
 __all__ = ["ConstraintWeights", "HardConstraint", "ConstrainedSolution", "linearise"]
@@ -284,6 +284,14 @@ class HardConstraint(eqx.Module):
             ``B w_k``; the overlap only makes neighbouring experts fit some
             of the same points, which ties their solutions together at the
             seams.
+        blend: predict with a smooth partition of unity over the experts
+            (:func:`~pihc.partition.blend_windows`) instead of each expert on
+            its own block: ``u = sum_k chi_k B w_k + offset``, ``chi_k``
+            falling from 1 to 0 across ``overlap`` points on each side of a
+            seam, where both neighbours fit their PDE rows.  ``u`` is then as
+            smooth across seams as the basis, even where the experts'
+            weights differ (the paper's experts leave jumps there).  Needs
+            ``overlap`` (at most half a block on the split axes).
         initial: how the initial condition enters: ``"rows"`` (the paper's
             diffusion-sorption setting: initial rows in every expert's
             problem, weighed by ``weights.initial``) or ``"construction"``
@@ -309,6 +317,7 @@ class HardConstraint(eqx.Module):
     init: Literal["rows", "zeros"] = eqx.field(static=True, default="rows")
     initial: Literal["rows", "construction"] = eqx.field(static=True, default="rows")
     overlap: tuple[int, ...] | None = eqx.field(static=True, default=None)
+    blend: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
         if self.initial not in ("rows", "construction"):
@@ -323,6 +332,11 @@ class HardConstraint(eqx.Module):
                                          or any(int(h) != h or h < 0 for h in self.overlap)):
             raise ValueError(f"overlap {self.overlap} needs one non-negative integer per grid axis"
                              f" {self.grid.names}")
+        if self.blend:
+            if self.overlap is None:
+                raise ValueError("blend needs an overlap: the points on each side of a seam over which"
+                                 " neighbouring experts are blended, e.g. overlap=(0, 8)")
+            self.windows()  # raises GridError for a halo wider than half a block
         counts = self.sampling_domains().sum(axis=1)
         if self.n_points < 1:
             raise ValueError(f"n_points must be >= 1, got {self.n_points}")
@@ -346,8 +360,12 @@ class HardConstraint(eqx.Module):
         ``n_points`` per block).  PI-HC-MoE's training uses it for
         ``constraint.global_steps``.
         """
-        return dataclasses.replace(self, splits=(1,) * self.grid.ndim, overlap=None,
+        return dataclasses.replace(self, splits=(1,) * self.grid.ndim, overlap=None, blend=False,
                                    n_points=self.n_points * self.n_experts)
+
+    def windows(self) -> np.ndarray:
+        """(K, *grid): each expert's share of the prediction, summing to 1 (see ``blend``)."""
+        return blend_windows(self.grid.shape, self.splits, self.overlap if self.blend else (0,) * self.grid.ndim)
 
     def sampling_domains(self) -> np.ndarray:
         """(K, G) bool over the flattened grid: where expert k samples its points.
@@ -434,8 +452,12 @@ class HardConstraint(eqx.Module):
         sol = _fit(static, dynamic, B, offset, u0, idx,
                    None if w0 is None else jax.lax.stop_gradient(w0))
         with jax.named_scope("pihc.constraint.assemble"):
-            blocks = partition(B, self.splits)  # (K, *block, N)
-            u = unpartition(jnp.einsum("k...n,kn->k...", blocks, sol.value), self.splits) + offset
+            if self.blend:
+                each = jnp.einsum("...n,kn->k...", B, sol.value)  # every expert on the whole grid
+                u = jnp.einsum("k...,k...->...", jnp.asarray(self.windows(), each.dtype), each) + offset
+            else:
+                blocks = partition(B, self.splits)  # (K, *block, N)
+                u = unpartition(jnp.einsum("k...n,kn->k...", blocks, sol.value), self.splits) + offset
         return ConstrainedSolution(u=_materialised_cotangent(u), weights=sol.value, solution=sol, points=idx)
 
     def _adjoint(self, w, status, ct_w, a):

@@ -17,7 +17,7 @@ from jaxtyping import Array
 
 from .grid import GridError
 
-__all__ = ["partition", "unpartition", "check_splits", "block_shape"]
+__all__ = ["partition", "unpartition", "check_splits", "block_shape", "blend_windows"]
 
 
 def check_splits(grid_shape: Sequence[int], splits: Sequence[int],
@@ -65,3 +65,55 @@ def unpartition(blocks: Array, splits: Sequence[int]) -> Array:
     perm = sum(((i, d + i) for i in range(d)), ()) + tuple(range(2 * d, y.ndim))
     xp = np if isinstance(blocks, np.ndarray) else jnp
     return xp.transpose(y, perm).reshape(tuple(s * b for s, b in zip(splits, block)) + channels)
+
+
+def _smoothstep(y: np.ndarray) -> np.ndarray:
+    """The quintic ramp 6y^5 - 15y^4 + 10y^3 on [0, 1], clipped: 0 -> 1 with zero first and
+    second derivatives at both ends, and ``S(y) + S(1 - y) = 1``."""
+    y = np.clip(y, 0.0, 1.0)
+    return y ** 3 * (10.0 + y * (-15.0 + 6.0 * y))
+
+
+def blend_windows(grid_shape: Sequence[int], splits: Sequence[int], halo: Sequence[int]) -> np.ndarray:
+    """A smooth partition of unity over the blocks: ``(prod(splits), *grid)``, summing to 1.
+
+    Along an axis with ``s`` blocks of ``b`` points, the seam between blocks
+    ``j - 1`` and ``j`` lies half-way between points ``j b - 1`` and ``j b``.
+    Within ``halo`` points of it the left block's window falls and the right
+    block's rises as ``1 - S`` and ``S`` (:func:`_smoothstep` of the
+    distance, scaled to the halo), so the two sum to 1 and join their
+    plateaus with continuous first and second derivatives.  Block ``k``'s
+    window is the product of its per-axis windows: 1 in its block away from
+    the seams, > 0 exactly on the block widened by ``halo`` (what
+    ``HardConstraint(overlap=halo)`` samples), 0 beyond.  ``halo = 0`` gives
+    the blocks' indicators (:func:`partition`'s split).
+
+    Raises:
+        GridError: the splits do not divide the grid, or a halo is negative
+            or wider than half a block along a split axis (the ramps of a
+            block's two seams would overlap).
+    """
+    grid_shape, splits, halo = tuple(grid_shape), tuple(splits), tuple(int(h) for h in halo)
+    block = check_splits(grid_shape, splits)
+    if len(halo) != len(grid_shape):
+        raise GridError(f"halo {halo} must give one width per grid axis (grid shape {grid_shape})")
+    per_axis = []
+    for d, (n, s, b, h) in enumerate(zip(grid_shape, splits, block, halo)):
+        if h < 0 or (s > 1 and 2 * h > b):
+            raise GridError(f"axis {d}: a blending halo of {h} points needs 0 <= halo <= {b // 2}"
+                            f" (half a block of {b} points)")
+        i = np.arange(n, dtype=np.float64)
+        w = np.ones((s, n))
+        for j in range(1, s):  # the seam between blocks j - 1 and j
+            c = j * b - 0.5
+            rise = (i > c).astype(np.float64) if h == 0 else _smoothstep((i - c + h) / (2.0 * h))
+            w[j] *= rise
+            w[j - 1] *= 1.0 - rise
+        per_axis.append(w)
+    out = np.ones((math.prod(splits),) + grid_shape)
+    for k, coords in enumerate(np.ndindex(*splits)):
+        for d, c in enumerate(coords):
+            shape = [1] * len(grid_shape)
+            shape[d] = grid_shape[d]
+            out[k] = out[k] * per_axis[d][c].reshape(shape)
+    return out

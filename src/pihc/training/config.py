@@ -75,6 +75,9 @@ class ConstraintConfig:
     weighted rows, the paper) or ``construction`` (``u = u0 + t/T (B w)``,
     exact for every weight vector).  ``overlap``: per grid axis, how many
     grid points beyond its block each expert also samples (none by default).
+    ``blend``: the prediction blends neighbouring experts smoothly across
+    those ``overlap`` points (a partition of unity) instead of switching at
+    the seam; off by default (the paper).
     ``global_steps`` (``moe`` only): the first that many training steps tie
     the experts to one weight vector, i.e. solve one global problem over all
     of their points (``n_points`` times the number of experts, the same rows
@@ -85,6 +88,7 @@ class ConstraintConfig:
     splits: tuple[int, ...] = (1, 4)
     global_steps: int = 0
     overlap: tuple[int, ...] | None = None
+    blend: bool = False
     n_points: int = 20000
     rows: str = "global"
     initial: str = "rows"
