@@ -107,6 +107,10 @@ def test_config_errors_before_compute(tmp_path):
     cfg = tiny_config(tmp_path, "moe", model__modes=[3, 40])
     with pytest.raises(ConfigError, match="at most 17 Fourier modes fit"):
         build_model(cfg, data.pde, diffusion_sorption_grid(9, 32, t_max=40.0), jax.random.key(0))
+    cfg = tiny_config(tmp_path, "moe", constraint__blend=True)
+    with pytest.raises(ConfigError, match="constraint: blend needs an overlap"):
+        train(cfg, tmp_path / "noblend", progress=False, log=lambda s: None)
+    assert not (tmp_path / "noblend").exists()
     cfg = tiny_config(tmp_path, "moe", data__nx=48)
     with pytest.raises(GridError, match="integer multiple"):
         train(cfg, tmp_path / "bad", progress=False, log=lambda s: None)

@@ -61,11 +61,16 @@ def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
     splits = tuple(cc.splits) if mc.method == "moe" else (1,) * grid.ndim
     if len(splits) != grid.ndim:
         raise ConfigError(f"constraint.splits {splits} needs one entry per grid axis {grid.names}")
-    constraint = HardConstraint(
-        pde, grid, splits, cc.n_points, rows=cc.rows, initial=cc.initial,
-        overlap=None if cc.overlap is None else tuple(cc.overlap), blend=cc.blend,
-        weights=ConstraintWeights(cc.pde_weight, cc.initial_weight, cc.boundary_weight, cc.ridge),
-        max_steps=cc.max_steps, rtol=cc.rtol, atol=cc.atol)
+    try:
+        constraint = HardConstraint(
+            pde, grid, splits, cc.n_points, rows=cc.rows, initial=cc.initial,
+            overlap=None if cc.overlap is None else tuple(cc.overlap), blend=cc.blend,
+            weights=ConstraintWeights(cc.pde_weight, cc.initial_weight, cc.boundary_weight, cc.ridge),
+            max_steps=cc.max_steps, rtol=cc.rtol, atol=cc.atol)
+    except GridError:  # names the axis already
+        raise
+    except ValueError as err:
+        raise ConfigError(f"constraint: {err}") from None
     return (PIHCMoE if mc.method == "moe" else PIHC)(backbone, constraint)
 
 
