@@ -266,6 +266,10 @@ def test_evaluate_on_a_finer_grid_keeps_the_backbone_and_scores_against_the_data
     np.testing.assert_allclose(fine["rel_l2_mean"], rel.mean(), rtol=1e-10)
     with pytest.raises(GridError, match="with --data"):
         evaluate(run, plots=False, grid=(9, 24), log=lambda s: None)
+    # Blended experts keep the physical width of their overlap on the finer grid.
+    blended = tiny_config(tmp_path, "moe", data__nx=16, constraint__overlap=[0, 2], constraint__blend=True)
+    cfg32, moved, _ = on_grid(blended, build_model(blended, data.pde, data.grid, jax.random.key(0)), data.pde, 9, 32)
+    assert cfg32.constraint.overlap == (0, 4) and moved.constraint.overlap == (0, 4) and moved.constraint.blend
 
 
 def test_restrict_is_the_same_on_numpy_and_inside_jit():

@@ -122,7 +122,13 @@ def _with_backbone(model: eqx.Module, backbone: eqx.Module) -> eqx.Module:
 def on_grid(cfg: Config, model: eqx.Module, pde: PDE, nt: int, nx: int) -> tuple[Config, eqx.Module, Grid]:
     """A trained model moved to an ``nt x nx`` grid: the same backbone (coordinates are scaled
     to [0, 1] and the modes are fixed, so it applies on any grid), the method and its
-    constraint settings rebuilt there.  Returns ``(cfg, model, grid)`` for that grid."""
+    constraint settings rebuilt there.  An ``overlap`` (grid points) is scaled with the grid so
+    that the experts' shared region, and a blend across it, keep their physical width.
+    Returns ``(cfg, model, grid)`` for that grid."""
+    old = (cfg.data.nt, cfg.data.nx)
+    if cfg.constraint.overlap is not None:
+        overlap = tuple(int(round(h * n / o)) for h, n, o in zip(cfg.constraint.overlap, (nt, nx), old))
+        cfg = dataclasses.replace(cfg, constraint=dataclasses.replace(cfg.constraint, overlap=overlap))
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, nt=nt, nx=nx))
     grid = get_problem(cfg.problem).grid(nt, nx)
     moved = build_model(cfg, pde, grid, jax.random.key(cfg.run.seed + 1))
