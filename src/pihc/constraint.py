@@ -364,8 +364,8 @@ class HardConstraint(eqx.Module):
                                    n_points=self.n_points * self.n_experts)
 
     def windows(self) -> np.ndarray:
-        """(K, *grid): each expert's share of the prediction, summing to 1 (see ``blend``)."""
-        return blend_windows(self.grid.shape, self.splits, self.overlap if self.blend else (0,) * self.grid.ndim)
+        """(K, *grid): each expert's share of the blended prediction, summing to 1 (see ``blend``)."""
+        return blend_windows(self.grid.shape, self.splits, self.overlap)
 
     def sampling_domains(self) -> np.ndarray:
         """(K, G) bool over the flattened grid: where expert k samples its points.

@@ -43,14 +43,10 @@ def solve_on_basis(constraint, basis, u0, seed: int = 0, chunk: int = 8):
     """The constraint layer on a fixed basis, with the points :func:`~pihc.training.evaluation.predict`
     samples (so factor 1 reproduces ``pihc evaluate``'s predictions)."""
     import jax
-    import jax.numpy as jnp
 
-    from pihc.training.evaluation import prediction_keys
+    from pihc.training.evaluation import map_chunks
 
-    f = jax.jit(jax.vmap(constraint))
-    outs = [jax.device_get(f(basis[i:i + chunk], jnp.asarray(u0[i:i + chunk]), keys))
-            for i, keys in zip(range(0, len(u0), chunk), prediction_keys(len(u0), seed, chunk))]
-    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+    return map_chunks(jax.jit(jax.vmap(constraint)), (basis, u0), seed, chunk)
 
 
 def ablate(run: str, factors, n_samples: int | None = None) -> dict:

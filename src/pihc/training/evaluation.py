@@ -60,19 +60,21 @@ def weights_spread(w: np.ndarray) -> float:
     return float(np.mean(np.linalg.norm(w - mean, axis=-1) / np.linalg.norm(mean, axis=-1)))
 
 
-def prediction_keys(n: int, seed: int = 0, chunk: int = 8):
-    """The solver keys (sampled points) :func:`predict` gives ``n`` samples, chunk by chunk."""
-    return [jax.random.split(jax.random.fold_in(jax.random.key(seed), i), min(chunk, n - i))
-            for i in range(0, n, chunk)]
+def map_chunks(f, arrays, seed: int = 0, chunk: int = 8):
+    """``f(*parts, keys)`` over ``chunk``-sized parts of ``arrays`` (leading axis: samples), the
+    results concatenated.  The solver keys (the sampled points) depend only on ``seed`` and each
+    sample's index, so every caller of this function samples the same points for the same data."""
+    n = len(arrays[0])
+    outs = []
+    for i in range(0, n, chunk):
+        keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), i), min(chunk, n - i))
+        outs.append(jax.device_get(f(*(jnp.asarray(a[i:i + chunk]) for a in arrays), keys)))
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
 
 
 def predict(model, u0: np.ndarray, seed: int = 0, chunk: int = 8):
     """Predictions for a stack of initial conditions, compiled once, in chunks."""
-    f = jax.jit(jax.vmap(lambda a, k: model(a, k)))
-    outs = []
-    for i, keys in zip(range(0, len(u0), chunk), prediction_keys(len(u0), seed, chunk)):
-        outs.append(jax.device_get(f(jnp.asarray(u0[i:i + chunk]), keys)))
-    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+    return map_chunks(jax.jit(jax.vmap(lambda a, k: model(a, k))), (u0,), seed, chunk)
 
 
 def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str | Path | None = None,
