@@ -93,6 +93,39 @@ def test_each_expert_equals_an_independent_scipy_solve(splits, rows, overlap):
     np.testing.assert_allclose(np.asarray(partition(out.u, splits)), blocks, rtol=1e-12)
 
 
+def test_small_initial_damping_solves_a_linear_problem_in_one_step():
+    # Without sorption (k_f = 0) the residual R u_t - D u_xx is linear in w,
+    # so one undamped (Gauss-Newton) step from any start is the least-squares
+    # solution: the default damping stops after it.  The textbook 1e-3 holds
+    # the first steps back and needs several.  Reference: numpy's lstsq on
+    # the stacked rows, built from the PDE's own methods.
+    heat = DiffusionSorption(freundlich_k=0.0)
+    b, u0 = smooth_basis(seed=4), jnp.full(GRID.shape[1], 0.1)
+    wt = ConstraintWeights(pde=40.0 ** 2, initial=1.0, boundary=0.5, ridge=1e-3)
+    fast = HardConstraint(heat, GRID, (1, 1), 150, weights=wt, rtol=1e-6, atol=1e-14)
+    slow = HardConstraint(heat, GRID, (1, 1), 150, weights=wt, rtol=1e-6, atol=1e-14, damping=1e-3)
+    out_fast, out_slow = fast(b, u0, jax.random.key(0)), slow(b, u0, jax.random.key(0))
+    pts = np.asarray(out_fast.points[0])
+    n_ic, n_bc = GRID.shape[1], 2 * (GRID.shape[0] - 1)
+
+    def rows(w):
+        u = b @ w
+        return jnp.concatenate([np.sqrt(wt.pde / len(pts)) * heat.residual(heat.terms(u, GRID)).ravel()[pts],
+                                np.sqrt(wt.initial / n_ic) * heat.initial_rows(u, u0, GRID),
+                                np.sqrt(wt.boundary / n_bc) * heat.boundary_rows(u, GRID), wt.ridge * w])
+
+    r0 = np.asarray(rows(jnp.zeros(b.shape[-1])))
+    A = np.stack([np.asarray(rows(jnp.eye(b.shape[-1])[i])) - r0 for i in range(b.shape[-1])], -1)
+    ref = np.linalg.lstsq(A, -r0, rcond=None)[0]
+    assert int(out_fast.solution.num_steps[0]) == 1 and int(out_slow.solution.num_steps[0]) > 3
+    for out in (out_fast, out_slow):
+        assert int(out.solution.status[0]) == RESULTS.successful
+        np.testing.assert_allclose(out.weights[0], ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+    for bad in (0.0, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="damping"):
+            HardConstraint(PDE, GRID, (1, 1), 10, damping=bad)
+
+
 def test_one_expert_moe_equals_pi_hc():
     b = smooth_basis(seed=3)
     u0 = jnp.full(GRID.shape[1], 0.05)
@@ -117,6 +150,40 @@ def test_local_rows_make_experts_independent():
             else:
                 assert np.max(np.abs(w1[i] - w2[i])) > 1e-8
         assert np.max(np.abs(w1[2] - w2[2])) > 1e-6
+
+
+def test_threshold_selection_equals_a_sort_with_ties_and_padding():
+    # Reference: sort by score (descending), ties by index (ascending), as
+    # lax.top_k does; then the chosen items in their original order.
+    from pihc.constraint import _largest
+
+    rng = np.random.default_rng(0)
+    for n, m, levels in [(50, 20, 7), (200, 37, 1000), (64, 64, 3), (10, 1, 2)]:
+        scores = (rng.integers(0, levels, n) / levels).astype(np.float32)  # many ties
+        valid = rng.random(n) < 0.8
+        valid[:m] = True  # at least m valid
+        items = rng.permutation(1000)[:n].astype(np.int32)
+        order = sorted(np.flatnonzero(valid), key=lambda i: (-scores[i], i))[:m]
+        expect = items[np.sort(order)]
+        got = np.asarray(_largest(jnp.asarray(scores), jnp.asarray(valid), jnp.asarray(items), m=m))
+        np.testing.assert_array_equal(got, expect)
+        top = np.asarray(jax.lax.top_k(jnp.where(jnp.asarray(valid), jnp.asarray(scores), -1.0), m)[1])
+        np.testing.assert_array_equal(np.sort(top), np.sort(order))
+
+
+def test_sampled_points_are_uniform():
+    # Each of the n domain points of an expert is in the sample with
+    # probability m / n; over 400 draws the counts are Binomial(400, m/n).
+    hc = HardConstraint(PDE, GRID, (1, 4), 40, weights=WEIGHTS)
+    draws = np.asarray(jax.vmap(hc.sample)(jax.random.split(jax.random.key(5), 400)))  # (400, 4, 40)
+    dom = hc.sampling_domains()
+    for k in range(4):
+        n = dom[k].sum()
+        counts = np.bincount(draws[:, k].ravel(), minlength=GRID.size)[dom[k]]
+        p = 40 / n
+        z = (counts - 400 * p) / np.sqrt(400 * p * (1 - p))
+        assert np.abs(z).max() < 4.5
+        assert counts.sum() == 400 * 40 and np.all(np.bincount(draws[:, k].ravel(), minlength=GRID.size)[~dom[k]] == 0)
 
 
 def test_points_are_distinct_and_inside_the_domain():

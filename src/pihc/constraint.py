@@ -40,7 +40,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from .grid import Grid
 from .least_squares import RESULTS, Solution, least_squares, require_x64
@@ -254,6 +254,35 @@ def _row_masks(points: np.ndarray, grid_shape, splits) -> np.ndarray:
     return expert[None, :] == np.arange(math.prod(splits))[:, None]
 
 
+def _largest(scores: Float[Array, " n"], valid: Bool[Array, " n"], items: Int[Array, " n"], m: int
+             ) -> Int[Array, " m"]:
+    """``items`` at the ``m`` largest valid ``scores`` (in ``[0, 1)``), in their order in ``items``.
+
+    The same selection as ``lax.top_k(where(valid, scores, -1), m)``, ties
+    included (the lower index wins), found without sorting: non-negative
+    float32 values order as their int32 bit patterns, so a 30-step
+    bisection over the integers below ``bits(1.0)`` finds the ``m``-th
+    largest key ``t``; every key above ``t`` is taken, and of the keys equal
+    to ``t`` the first ones.  XLA's CPU ``top_k`` (a partial sort per row)
+    took 6.2 ms for PI-HC-MoE's 24 rows of 3,300 scores; this takes 1.9 ms.
+    """
+    keys = jnp.where(valid, jax.lax.bitcast_convert_type(scores, jnp.int32), -1)
+
+    def halve(_, bounds):  # invariant: count(keys >= lo) >= m > count(keys >= hi + 1)
+        lo, hi = bounds
+        mid = lo + (hi - lo + 1) // 2
+        ok = jnp.sum(keys >= mid) >= m
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid - 1)
+
+    one = np.int32(np.float32(1.0).view(np.int32))  # 2^30 > one: 30 halvings pin t
+    t, _ = jax.lax.fori_loop(0, 30, halve, (jnp.int32(0), jnp.int32(one)))
+    above = keys > t
+    at = keys == t
+    take = above | (at & (jnp.cumsum(at) <= m - jnp.sum(above)))
+    slot = jnp.where(take, jnp.cumsum(take) - 1, m)  # m: dropped
+    return jnp.zeros(m, items.dtype).at[slot].set(items, mode="drop")
+
+
 # vmap axes of the experts' problem arrays (HardConstraint._args): the points'
 # terms and the row masks are per expert, the initial/boundary rows shared.
 _ARG_AXES = dict(phi=0, c=0, ic=None, ic_offset=None, ic_mask=0, bc=None, bc_offset=None, bc_mask=0)
@@ -272,6 +301,16 @@ class HardConstraint(eqx.Module):
             paper); ``"local"``: only the rows inside its block.
         weights: :class:`ConstraintWeights`.
         max_steps, rtol, atol: Levenberg-Marquardt settings.
+        damping: the solver's initial Marquardt parameter (relative to
+            ``diag(J^T J)``; see :func:`~pihc.least_squares.least_squares`).
+            The solver starts from the initial/boundary rows' solution, a
+            good start, and the problems are close to linear, so the first
+            steps are taken undamped (Gauss-Newton); a step that fails
+            raises the damping.  Nielsen's update lowers it by at most 3x
+            per accepted step, so the textbook start of 1e-3 holds the first
+            steps back: on a trained PI-HC-MoE basis 4.3 iterations per
+            solve (7 for the slowest expert) against 1 at 1e-10, to the
+            same solution within ``rtol`` (``docs/benchmarks.md``).
         init: the solver's starting weights: ``"rows"`` (default) fits the
             linear rows alone (initial/boundary rows and ridge; a closed-form
             N x N solve), which starts the PDE solve from a ``u`` that
@@ -318,8 +357,11 @@ class HardConstraint(eqx.Module):
     initial: Literal["rows", "construction"] = eqx.field(static=True, default="rows")
     overlap: tuple[int, ...] | None = eqx.field(static=True, default=None)
     blend: bool = eqx.field(static=True, default=False)
+    damping: float = eqx.field(static=True, default=1e-10)
 
     def __check_init__(self):
+        if not (self.damping > 0 and math.isfinite(self.damping)):
+            raise ValueError(f"damping must be a positive number, got {self.damping}")
         if self.initial not in ("rows", "construction"):
             raise ValueError(f"initial must be 'rows' or 'construction', got {self.initial!r}")
         if self.init not in ("rows", "zeros"):
@@ -387,17 +429,20 @@ class HardConstraint(eqx.Module):
         return out
 
     def sample(self, key: PRNGKeyArray) -> Int[Array, "K m"]:
-        """``n_points`` distinct flat grid indices per expert, uniform over its domain."""
+        """``n_points`` distinct flat grid indices per expert, uniform over its domain, ascending.
+
+        The points are those of the ``n_points`` largest of i.i.d. uniform
+        scores, one per domain point: a uniform sample without replacement.
+        Scores are drawn per domain point (not per grid point) and in
+        float32.  The selection is :func:`_largest`'s threshold search, not
+        ``lax.top_k``: the same points (ties broken towards the lower index,
+        as ``top_k`` does), 3x cheaper, returned in grid order rather than
+        score order (``benchmarks/step_profile.py``).
+        """
         candidates, valid = self._candidates()
-        # Uniform scores, -1 on padding: the top m are a uniform sample without
-        # replacement from the expert's domain.  Scores are drawn per domain
-        # point (not per grid point) and in float32, which XLA's CPU top-k
-        # handles natively: 5x cheaper than float64 scores over the whole grid
-        # (benchmarks/step_profile.py).  Ties between 23-bit uniforms are broken
-        # by index; they only decide between two points of equal score.
-        scores = jnp.where(valid, jax.random.uniform(key, candidates.shape, jnp.float32), -1.0)
-        pick = jax.lax.top_k(scores, self.n_points)[1]
-        return jnp.take_along_axis(jnp.asarray(candidates), pick, axis=1)
+        scores = jax.random.uniform(key, candidates.shape, jnp.float32)
+        return jax.vmap(functools.partial(_largest, m=self.n_points))(scores, jnp.asarray(valid),
+                                                                       jnp.asarray(candidates))
 
     def _candidates(self) -> tuple[np.ndarray, np.ndarray]:
         """(K, n_max) flat indices of each expert's domain points, padded; and the (K, n_max) mask."""
@@ -594,7 +639,8 @@ class HardConstraint(eqx.Module):
         # pass is _fit's structured adjoint (with self.hessian), so
         # least_squares' own implicit backward never runs here.
         return least_squares(self.residual, w0, dict(a, **self._rows_gram(a)), max_steps=self.max_steps,
-                             rtol=self.rtol, atol=self.atol, normal_equations=self.normal_equations)
+                             rtol=self.rtol, atol=self.atol, normal_equations=self.normal_equations,
+                             damping=self.damping)
 
 
 @jax.custom_vjp

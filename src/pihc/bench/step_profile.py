@@ -10,8 +10,10 @@ Two parts, measured in one process:
    straightforward ones they replaced, each forward + backward (or forward
    where there is no backward), median of interleaved repeats:
 
-   * sampling: float32 scores over each expert's own domain points, against
-     float64 scores over the whole grid (both ``top_k``);
+   * sampling: float32 scores over each expert's own domain points and a
+     threshold search for the largest (the same points as ``top_k``),
+     against ``top_k`` on those scores and on float64 scores over the whole
+     grid;
    * ``diff2_ghost``: edge and interior rows joined, against the stencil on
      the array padded with its ghosts;
    * ``linearise``'s basis columns: the column-at-a-time transpose
@@ -104,9 +106,19 @@ def comparisons(model, u0, keys, repeats: int) -> dict:
         scores = jnp.where(dom, jax.random.uniform(key, dom.shape, jnp.float64), -1.0)
         return jax.lax.top_k(scores, con.n_points)[1]
 
-    out["sampling_ms"] = _median_ms({"float32 scores over own domain (used)": (jax.jit(jax.vmap(con.sample)), (keys,)),
-                                     "float64 scores over the grid": (jax.jit(jax.vmap(sample_grid64)), (keys,))},
+    def sample_top_k(key):  # the sampler before the threshold search: the same points, by score
+        cand, valid = con._candidates()
+        scores = jnp.where(valid, jax.random.uniform(key, cand.shape, jnp.float32), -1.0)
+        return jnp.take_along_axis(jnp.asarray(cand), jax.lax.top_k(scores, con.n_points)[1], axis=1)
+
+    same = bool(np.array_equal(np.sort(np.asarray(jax.vmap(sample_top_k)(keys)), axis=-1),
+                               np.asarray(jax.vmap(con.sample)(keys))))
+    out["sampling_ms"] = _median_ms({"float32 scores over own domain, threshold search (used)":
+                                     (jax.jit(jax.vmap(con.sample)), (keys,)),
+                                     "float32 scores over own domain, top_k": (jax.jit(jax.vmap(sample_top_k)), (keys,)),
+                                     "float64 scores over the grid, top_k": (jax.jit(jax.vmap(sample_grid64)), (keys,))},
                                     repeats)
+    out["sampling_same_points_as_top_k"] = same
 
     def padded(u, axis, h, lo, hi):  # the former diff2_ghost
         lo, hi = jnp.expand_dims(lo, axis), jnp.expand_dims(hi, axis)

@@ -99,6 +99,7 @@ class ConstraintConfig:
     max_steps: int = 100
     rtol: float = 1e-6
     atol: float = 1e-10
+    damping: float = 1e-10
 
 
 @dataclasses.dataclass(frozen=True)

@@ -66,7 +66,7 @@ def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
             pde, grid, splits, cc.n_points, rows=cc.rows, initial=cc.initial,
             overlap=None if cc.overlap is None else tuple(cc.overlap), blend=cc.blend,
             weights=ConstraintWeights(cc.pde_weight, cc.initial_weight, cc.boundary_weight, cc.ridge),
-            max_steps=cc.max_steps, rtol=cc.rtol, atol=cc.atol)
+            max_steps=cc.max_steps, rtol=cc.rtol, atol=cc.atol, damping=cc.damping)
     except GridError:  # names the axis already
         raise
     except ValueError as err:
