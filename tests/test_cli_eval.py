@@ -6,6 +6,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from pihc.losses import LossWeights
 from pihc.pdes import DiffusionSorption, diffusion_sorption_grid
@@ -84,3 +85,16 @@ def test_default_discretisation_has_one_minimum_reachable_from_zero():
     old = DiffusionSorption(time_stencil="central", residual_form="divided")
     stalled = discretisation_floor(old, grid, truth, truth[0], w, start=zero, gn_steps=30)
     assert stalled["rel_l2"] > 0.5
+
+
+def test_accuracy_seed_summary_orders_methods_per_seed_and_in_aggregate():
+    from pihc.bench.accuracy import seed_summary
+
+    err = {"sc": [0.50, 0.60, 0.55], "hc": [0.020, 0.030, 0.070], "moe": [0.025, 0.020, 0.030]}
+    rows = [{"method": m, "seed": s, "rel_l2_mean": v} for m, vals in err.items() for s, v in enumerate(vals)]
+    out = seed_summary(rows, [0, 1, 2])
+    assert out["ordered_per_seed"] == {0: False, 1: True, 2: True}  # seed 0: moe 2.5% > hc 2.0%
+    moe = out["methods"]["moe"]
+    assert (moe["mean"], moe["median"], moe["worst"]) == pytest.approx((0.025, 0.025, 0.030))
+    assert out["methods"]["hc"]["mean"] == pytest.approx(0.04)
+    assert out["markdown"].splitlines()[-1] == "| PI-HC-MoE < PI-HC < PI-SC | no | yes | yes | yes | yes | yes |"

@@ -17,7 +17,11 @@ Two parts, measured in one process:
    * ``diff2_ghost``: edge and interior rows joined, against the stencil on
      the array padded with its ghosts;
    * ``linearise``'s basis columns: the column-at-a-time transpose
-     (``_columns``), against plain ``vmap`` autodiff.
+     (``_columns``), against plain ``vmap`` autodiff;
+   * the whole constraint layer with the solver's initial damping of the
+     run's config, against the textbook 1e-3 (iterations per solve, time,
+     and how far the weights and gradients move: the solutions agree to
+     the solver's tolerance).
 
     python benchmarks/step_profile.py --run runs/accuracy/moe-small --out benchmarks/out/step_profile.json
 """
@@ -153,6 +157,27 @@ def comparisons(model, u0, keys, repeats: int) -> dict:
         phi, ic, bc = jax.vmap(one)(b, u0, pts)
         return jnp.sum(phi * probe) + jnp.sum(ic ** 2) + jnp.sum(bc ** 2)
 
+    import dataclasses
+
+    probe_u = jax.random.normal(jax.random.key(2), basis.shape[:-1], jnp.float64)
+    layers = {f"damping {con.damping:g} (used)": con, "damping 0.001": dataclasses.replace(con, damping=1e-3)}
+
+    def layer_grad(c):
+        def loss(b):
+            sol = jax.vmap(c)(b, u0, keys)
+            return jnp.sum(sol.u * probe_u), sol
+        return jax.jit(jax.grad(loss, has_aux=True))
+
+    grads = {k: layer_grad(c) for k, c in layers.items()}
+    res = {k: g(basis) for k, g in grads.items()}
+    (g_used, s_used), (g_old, s_old) = res.values()
+    out["constraint_layer"] = {
+        "fwd_bwd_ms": _median_ms({k: (g, (basis,)) for k, g in grads.items()}, repeats),
+        "solver_steps_mean": {k: float(r[1].solution.num_steps.mean()) for k, r in res.items()},
+        "solver_steps_max": {k: int(r[1].solution.num_steps.max()) for k, r in res.items()},
+        "weights_max_rel_diff": float(jnp.max(jnp.abs(s_used.weights - s_old.weights)) / jnp.max(jnp.abs(s_old.weights))),
+        "grad_max_rel_diff": float(jnp.max(jnp.abs(g_used - g_old)) / jnp.max(jnp.abs(g_old))),
+        "rtol": con.rtol}
     out["linearise_fwd_bwd_ms"] = _median_ms(
         {"column-at-a-time transpose (used)": (jax.jit(jax.grad(lin_loss)), (basis, idx)),
          "vmap, autodiff transpose": (jax.jit(jax.grad(plain_loss)), (basis, idx))}, repeats)

@@ -83,6 +83,9 @@ class ConstraintConfig:
     of their points (``n_points`` times the number of experts, the same rows
     and weights) as PI-HC does; the experts then train on from the basis
     that phase leaves.  0 (default): experts from the first step, the paper.
+    ``damping``: the solver's initial Marquardt parameter, relative to the
+    diagonal of ``J^T J`` (see :class:`~pihc.constraint.HardConstraint`);
+    the default 1e-10 starts with Gauss-Newton steps.
     """
 
     splits: tuple[int, ...] = (1, 4)
