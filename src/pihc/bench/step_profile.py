@@ -21,7 +21,10 @@ Two parts, measured in one process:
    * the whole constraint layer with the solver's initial damping of the
      run's config, against the textbook 1e-3 (iterations per solve, time,
      and how far the weights and gradients move: the solutions agree to
-     the solver's tolerance).
+     the solver's tolerance);
+
+and the solver's iterations per solve with untrained parameters (two
+initialisations) at both dampings.
 
     python benchmarks/step_profile.py --run runs/accuracy/moe-small --out benchmarks/out/step_profile.json
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import glob
 import gzip
 import json
@@ -157,8 +161,6 @@ def comparisons(model, u0, keys, repeats: int) -> dict:
         phi, ic, bc = jax.vmap(one)(b, u0, pts)
         return jnp.sum(phi * probe) + jnp.sum(ic ** 2) + jnp.sum(bc ** 2)
 
-    import dataclasses
-
     probe_u = jax.random.normal(jax.random.key(2), basis.shape[:-1], jnp.float64)
     layers = {f"damping {con.damping:g} (used)": con, "damping 0.001": dataclasses.replace(con, damping=1e-3)}
 
@@ -181,6 +183,25 @@ def comparisons(model, u0, keys, repeats: int) -> dict:
     out["linearise_fwd_bwd_ms"] = _median_ms(
         {"column-at-a-time transpose (used)": (jax.jit(jax.grad(lin_loss)), (basis, idx)),
          "vmap, autodiff transpose": (jax.jit(jax.grad(plain_loss)), (basis, idx))}, repeats)
+    return out
+
+
+def untrained_solver_steps(cfg, data, u0, keys, seeds=(0, 1)) -> dict:
+    """LM iterations per solve with untrained parameters, at the run's damping and at 1e-3."""
+    import jax
+
+    from pihc.training.trainer import build_model
+
+    out = {}
+    for s in seeds:
+        m = build_model(cfg, data.pde, data.grid, jax.random.key(s))
+        basis = jax.jit(jax.vmap(m.basis))(u0)
+        for d in (m.constraint.damping, 1e-3):
+            c = dataclasses.replace(m.constraint, damping=d)
+            sol = jax.jit(jax.vmap(c))(basis, u0, keys).solution
+            out[f"init key {s}, damping {d:g}"] = {"mean": float(sol.num_steps.mean()),
+                                                    "max": int(sol.num_steps.max()),
+                                                    "failed": int((sol.status != 0).sum())}
     return out
 
 
@@ -219,7 +240,8 @@ def main(argv=None) -> dict:
            "method": cfg.model.method, "batch": cfg.optim.batch, "grid": list(data.grid.shape),
            "step_ms": _median_ms({"step": (step, args)}, a.repeats)["step"],
            "profile_ms": profile_step(step, args, a.repeats),
-           "comparisons": comparisons(model, u0, keys, a.repeats)}
+           "comparisons": comparisons(model, u0, keys, a.repeats),
+           "untrained_solver_steps": untrained_solver_steps(cfg, data, u0, keys)}
     print(json.dumps(out, indent=2))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2))
