@@ -263,8 +263,9 @@ def _largest(scores: Float[Array, " n"], valid: Bool[Array, " n"], items: Int[Ar
     float32 values order as their int32 bit patterns, so a 30-step
     bisection over the integers below ``bits(1.0)`` finds the ``m``-th
     largest key ``t``; every key above ``t`` is taken, and of the keys equal
-    to ``t`` the first ones.  XLA's CPU ``top_k`` (a partial sort per row)
-    took 6.2 ms for PI-HC-MoE's 24 rows of 3,300 scores; this takes 1.9 ms.
+    to ``t`` the first ones.  For PI-HC-MoE's 24 rows of 3,300 scores this
+    is 2-3x cheaper than XLA's CPU ``top_k`` (a partial sort per row;
+    ``benchmarks/step_profile.py``).
     """
     keys = jnp.where(valid, jax.lax.bitcast_convert_type(scores, jnp.int32), -1)
 
@@ -305,10 +306,10 @@ class HardConstraint(eqx.Module):
             ``diag(J^T J)``; see :func:`~pihc.least_squares.least_squares`).
             The solver starts from the initial/boundary rows' solution, a
             good start, and the problems are close to linear, so the first
-            steps are taken undamped (Gauss-Newton); a step that fails
+            steps are taken nearly undamped (Gauss-Newton); a step that fails
             raises the damping.  Nielsen's update lowers it by at most 3x
             per accepted step, so the textbook start of 1e-3 holds the first
-            steps back: on a trained PI-HC-MoE basis 4.3 iterations per
+            steps back: on trained PI-HC-MoE bases 4.3-5.9 iterations per
             solve (7 for the slowest expert) against 1 at 1e-10, to the
             same solution within ``rtol`` (``docs/benchmarks.md``).
         init: the solver's starting weights: ``"rows"`` (default) fits the
@@ -436,7 +437,7 @@ class HardConstraint(eqx.Module):
         Scores are drawn per domain point (not per grid point) and in
         float32.  The selection is :func:`_largest`'s threshold search, not
         ``lax.top_k``: the same points (ties broken towards the lower index,
-        as ``top_k`` does), 3x cheaper, returned in grid order rather than
+        as ``top_k`` does), 2-3x cheaper, returned in grid order rather than
         score order (``benchmarks/step_profile.py``).
         """
         candidates, valid = self._candidates()
