@@ -46,7 +46,11 @@ def seed_summary(rows: list[dict], seeds: list[int]) -> dict:
                  "median": float(np.median(list(err[m].values()))), "worst": float(max(err[m].values()))}
              for m in methods}
     order = [m for m in ("moe", "hc", "sc") if m in methods]  # the claim: moe < hc < sc
-    ordered = {s: all(err[x][s] < err[y][s] for x, y in zip(order, order[1:])) for s in seeds}
+
+    def ordered_by(value) -> bool:
+        return all(value(x) < value(y) for x, y in zip(order, order[1:]))
+
+    ordered = {s: ordered_by(lambda m: err[m][s]) for s in seeds}
     lines = ["| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | median | worst |",
              "|---|" + "---|" * (len(seeds) + 3)]
     for m in methods:
@@ -55,7 +59,7 @@ def seed_summary(rows: list[dict], seeds: list[int]) -> dict:
                      + f" | {100 * st['mean']:.2f}% | {100 * st['median']:.2f}% | {100 * st['worst']:.2f}% |")
     lines.append(f"| {' < '.join(NAMES[m] for m in order)} | "
                  + " | ".join("yes" if ordered[s] else "no" for s in seeds) + " | "
-                 + " | ".join("yes" if all(stats[x][k] < stats[y][k] for x, y in zip(order, order[1:])) else "no"
+                 + " | ".join("yes" if ordered_by(lambda m: stats[m][k]) else "no"
                               for k in ("mean", "median", "worst")) + " |")
     return {"methods": stats, "ordered_per_seed": ordered, "markdown": "\n".join(lines)}
 
