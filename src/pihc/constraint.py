@@ -624,7 +624,12 @@ class HardConstraint(eqx.Module):
         # points: XLA's CPU dot runs that as m tiny (n_terms x n_terms) @
         # (n_terms x N) products, 20% slower than this one fused pass over Phi.
         P = sum(M[..., :, s, None] * a["phi"][..., s, None, :] for s in range(M.shape[-1]))
-        return s_pde ** 2 * jnp.einsum("mtn,mtk->nk", a["phi"], P) + a["rows_A"]
+        # Phi^T P as one (points * terms)-long contraction of 2-D arrays.  Written
+        # as einsum("mtn,mtk->nk"), XLA's CPU backend fused the making of P
+        # into a dot with two contracting axes and ran it 2.5-3x slower than
+        # P and this plain dot together (benchmarks/step_profile.py).
+        n = P.shape[-1]
+        return s_pde ** 2 * (a["phi"].reshape(-1, n).T @ P.reshape(-1, n)) + a["rows_A"]
 
     def _rows_solution(self, a) -> Float[Array, " N"]:
         """argmin_w of the row blocks and the ridge alone (normal equations)."""

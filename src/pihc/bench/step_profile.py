@@ -18,6 +18,8 @@ Two parts, measured in one process:
      the array padded with its ghosts;
    * ``linearise``'s basis columns: the column-at-a-time transpose
      (``_columns``), against plain ``vmap`` autodiff;
+   * the implicit backward's exact Hessian, ``Phi^T (M Phi)`` as one 2-D
+     dot, against the einsum over (points, terms) it replaced;
    * the whole constraint layer with the solver's initial damping of the
      run's config, against the textbook 1e-3 (iterations per solve, time,
      and how far the weights and gradients move: the solutions agree to
@@ -180,6 +182,23 @@ def comparisons(model, u0, keys, repeats: int) -> dict:
         "weights_max_rel_diff": float(jnp.max(jnp.abs(s_used.weights - s_old.weights)) / jnp.max(jnp.abs(s_old.weights))),
         "grad_max_rel_diff": float(jnp.max(jnp.abs(g_used - g_old)) / jnp.max(jnp.abs(g_old))),
         "rtol": con.rtol}
+    # The implicit backward's exact Hessian (one per sample and expert) at the solved weights.
+    from pihc.constraint import _ARG_AXES
+    args = jax.jit(jax.vmap(lambda b, a, k: con.problems(b, a, k)[0]))(basis, u0, keys)
+
+    def hessian_einsum(w, a):  # the former: Phi^T (M Phi) as an einsum over (points, terms)
+        T = jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"]
+        M = jax.vmap(jax.hessian(lambda t: 0.5 * pde.residual(t) ** 2))(T)
+        P = sum(M[..., :, s, None] * a["phi"][..., s, None, :] for s in range(M.shape[-1]))
+        return con._scales(a)[0] ** 2 * jnp.einsum("mtn,mtk->nk", a["phi"], P) + a["rows_A"]
+
+    def per_expert(h):
+        return jax.jit(jax.vmap(jax.vmap(lambda w, a: h(w, dict(a, **con._rows_gram(a))), in_axes=(0, _ARG_AXES))))
+
+    hess = {"Phi^T P as one 2-D dot (used)": per_expert(con.hessian), "einsum mtn,mtk->nk": per_expert(hessian_einsum)}
+    h_used, h_old = (h(s_used.weights, args) for h in hess.values())
+    out["hessian"] = {"ms": _median_ms({k: (h, (s_used.weights, args)) for k, h in hess.items()}, repeats),
+                      "max_rel_diff": float(jnp.max(jnp.abs(h_used - h_old)) / jnp.max(jnp.abs(h_old)))}
     out["linearise_fwd_bwd_ms"] = _median_ms(
         {"column-at-a-time transpose (used)": (jax.jit(jax.grad(lin_loss)), (basis, idx)),
          "vmap, autodiff transpose": (jax.jit(jax.grad(plain_loss)), (basis, idx))}, repeats)
