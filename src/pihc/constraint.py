@@ -617,19 +617,22 @@ class HardConstraint(eqx.Module):
         the identity and re-evaluates them for every tangent, which cost
         more than the rest of the backward solve.
         """
-        s_pde = self._scales(a)[0]
-        T = jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"]
-        M = jax.vmap(jax.hessian(lambda t: 0.5 * self.pde.residual(t) ** 2))(T)  # (m, n_terms, n_terms)
-        # M_j Phi_j as n_terms broadcast products, not a dot batched over the
-        # points: XLA's CPU dot runs that as m tiny (n_terms x n_terms) @
-        # (n_terms x N) products, 20% slower than this one fused pass over Phi.
-        P = sum(M[..., :, s, None] * a["phi"][..., s, None, :] for s in range(M.shape[-1]))
+        P = self._curvature_product(w, a)
         # Phi^T P as one (points * terms)-long contraction of 2-D arrays.  Written
         # as einsum("mtn,mtk->nk"), XLA's CPU backend fused the making of P
         # into a dot with two contracting axes and ran it 2.5-3x slower than
         # P and this plain dot together (benchmarks/step_profile.py).
         n = P.shape[-1]
-        return s_pde ** 2 * (a["phi"].reshape(-1, n).T @ P.reshape(-1, n)) + a["rows_A"]
+        return self._scales(a)[0] ** 2 * (a["phi"].reshape(-1, n).T @ P.reshape(-1, n)) + a["rows_A"]
+
+    def _curvature_product(self, w: Float[Array, " N"], a: dict) -> Float[Array, "m n_terms N"]:
+        """``M_j Phi_j`` at every point, ``M_j`` the Hessian of ``F^2 / 2`` in the terms at ``Phi_j w + c_j``."""
+        T = jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"]
+        M = jax.vmap(jax.hessian(lambda t: 0.5 * self.pde.residual(t) ** 2))(T)  # (m, n_terms, n_terms)
+        # M_j Phi_j as n_terms broadcast products, not a dot batched over the
+        # points: XLA's CPU dot runs that as m tiny (n_terms x n_terms) @
+        # (n_terms x N) products, 20% slower than this one fused pass over Phi.
+        return sum(M[..., :, s, None] * a["phi"][..., s, None, :] for s in range(M.shape[-1]))
 
     def _rows_solution(self, a) -> Float[Array, " N"]:
         """argmin_w of the row blocks and the ridge alone (normal equations)."""

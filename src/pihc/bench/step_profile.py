@@ -187,9 +187,7 @@ def comparisons(model, u0, keys, repeats: int) -> dict:
     args = jax.jit(jax.vmap(lambda b, a, k: con.problems(b, a, k)[0]))(basis, u0, keys)
 
     def hessian_einsum(w, a):  # the former: Phi^T (M Phi) as an einsum over (points, terms)
-        T = jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"]
-        M = jax.vmap(jax.hessian(lambda t: 0.5 * pde.residual(t) ** 2))(T)
-        P = sum(M[..., :, s, None] * a["phi"][..., s, None, :] for s in range(M.shape[-1]))
+        P = con._curvature_product(w, a)
         return con._scales(a)[0] ** 2 * jnp.einsum("mtn,mtk->nk", a["phi"], P) + a["rows_A"]
 
     def per_expert(h):
