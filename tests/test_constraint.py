@@ -1,21 +1,25 @@
 """The hard-constraint layer against independently assembled least-squares problems."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
 
-from pihc.constraint import ConstraintWeights, HardConstraint, linearise
+from pihc.adjoint import ImplicitAdjoint, StructuredAdjoint
+from pihc.constraint import HardConstraint
+from pihc.experts import ExpertProblem, RowWeights
 from pihc.grid import GridError
-from pihc.least_squares import RESULTS
+from pihc.least_squares import RESULTS, LevenbergMarquardt
+from pihc.linearise import linearise
 from pihc.partition import partition
 from pihc.pdes import DiffusionSorption, diffusion_sorption_grid
 
 GRID = diffusion_sorption_grid(nt=9, nx=32, t_max=40.0)
 PDE = DiffusionSorption()
-WEIGHTS = ConstraintWeights(pde=40.0 ** 2, initial=1.0, boundary=0.5, ridge=1e-3)
-TIGHT = dict(rtol=1e-12, atol=1e-14, max_steps=300)
+WEIGHTS = RowWeights(pde=40.0 ** 2, initial=1.0, boundary=0.5, ridge=1e-3)
+TIGHT = dict(solver=LevenbergMarquardt(rtol=1e-12, atol=1e-14, max_steps=300))
 
 
 def smooth_basis(n_basis=6, grid=GRID, seed=0):
@@ -33,13 +37,13 @@ def stacked_rows(hc, basis, u0, points, expert):
     pde = hc.pde
     flat = np.asarray(points[expert])  # flat grid indices
     ic_pts, bc_pts = pde.initial_row_points(GRID), pde.boundary_row_points(GRID)
-    if hc.rows == "global":
+    if hc.row_scope == "global":
         ic_sel, bc_sel = np.ones(len(ic_pts), bool), np.ones(len(bc_pts), bool)
     else:
         blk = np.array(GRID.shape) // np.array(hc.splits)
         owner = lambda p: np.ravel_multi_index(tuple((p // blk).T), hc.splits)  # noqa: E731
         ic_sel, bc_sel = owner(ic_pts) == expert, owner(bc_pts) == expert
-    wt = hc.weights
+    wt = hc.row_weights
 
     def r(w):
         u = basis @ jnp.asarray(w)
@@ -69,16 +73,16 @@ def test_linearise_is_the_affine_decomposition():
     w = jnp.asarray(np.random.default_rng(1).normal(size=b.shape[-1]))
     lin = linearise(PDE, b, u0, GRID)
     u = b @ w
-    np.testing.assert_allclose(jnp.einsum("...tn,n->...t", lin["terms"], w) + lin["terms_offset"],
+    np.testing.assert_allclose(jnp.einsum("...tn,n->...t", lin.terms, w) + lin.terms_offset,
                                PDE.terms(u, GRID), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(lin["ic"] @ w + lin["ic_offset"], PDE.initial_rows(u, u0, GRID), atol=1e-13)
-    np.testing.assert_allclose(lin["bc"] @ w + lin["bc_offset"], PDE.boundary_rows(u, GRID), atol=1e-11)
+    rows = jnp.concatenate([PDE.initial_rows(u, u0, GRID), PDE.boundary_rows(u, GRID)])
+    np.testing.assert_allclose(lin.rows @ w + lin.rows_offset, rows, atol=1e-11)
     # Given points, the terms are those of the whole grid at the points.
     pts = jnp.asarray([[3, 40, 100], [7, 8, 200]])
     at = linearise(PDE, b, u0, GRID, points=pts)
-    n_terms = lin["terms"].shape[-2]
-    np.testing.assert_array_equal(at["phi"], lin["terms"].reshape(-1, n_terms, b.shape[-1])[pts])
-    np.testing.assert_array_equal(at["c"], lin["terms_offset"].reshape(-1, n_terms)[pts])
+    n_terms = lin.terms.shape[-2]
+    np.testing.assert_array_equal(at.terms, lin.terms.reshape(-1, n_terms, b.shape[-1])[pts])
+    np.testing.assert_array_equal(at.terms_offset, lin.terms_offset.reshape(-1, n_terms)[pts])
 
 
 @pytest.mark.parametrize("splits,rows,overlap", [((1, 1), "global", None), ((1, 4), "global", None),
@@ -87,7 +91,7 @@ def test_each_expert_equals_an_independent_scipy_solve(splits, rows, overlap):
     b = smooth_basis()
     u0 = jnp.full(GRID.shape[1], 0.12)
     K = int(np.prod(splits))
-    hc = HardConstraint(PDE, GRID, splits, 40 if K > 1 else 150, rows=rows, weights=WEIGHTS,
+    hc = HardConstraint(PDE, GRID, splits, 40 if K > 1 else 150, row_scope=rows, row_weights=WEIGHTS,
                         overlap=overlap, **TIGHT)
     out = hc(b, u0, jax.random.key(0))
     assert np.all(np.asarray(out.solution.status) == RESULTS.successful)
@@ -108,9 +112,9 @@ def test_small_initial_damping_solves_a_linear_problem_in_one_step():
     # the stacked rows, built from the PDE's own methods.
     heat = DiffusionSorption(freundlich_k=0.0)
     b, u0 = smooth_basis(seed=4), jnp.full(GRID.shape[1], 0.1)
-    wt = ConstraintWeights(pde=40.0 ** 2, initial=1.0, boundary=0.5, ridge=1e-3)
-    fast = HardConstraint(heat, GRID, (1, 1), 150, weights=wt, rtol=1e-6, atol=1e-14)
-    slow = HardConstraint(heat, GRID, (1, 1), 150, weights=wt, rtol=1e-6, atol=1e-14, damping=1e-3)
+    fast = HardConstraint(heat, GRID, (1, 1), 150, row_weights=WEIGHTS, solver=LevenbergMarquardt(rtol=1e-6, atol=1e-14))
+    slow = HardConstraint(heat, GRID, (1, 1), 150, row_weights=WEIGHTS,
+                          solver=LevenbergMarquardt(rtol=1e-6, atol=1e-14, damping=1e-3))
     out_fast, out_slow = fast(b, u0, jax.random.key(0)), slow(b, u0, jax.random.key(0))
     rows = stacked_rows(fast, b, u0, out_fast.points, 0)
     n = b.shape[-1]
@@ -123,14 +127,14 @@ def test_small_initial_damping_solves_a_linear_problem_in_one_step():
         np.testing.assert_allclose(out.weights[0], ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
     for bad in (0.0, -1e-3, float("nan")):
         with pytest.raises(ValueError, match="damping"):
-            HardConstraint(PDE, GRID, (1, 1), 10, damping=bad)
+            LevenbergMarquardt(damping=bad)
 
 
 def test_one_expert_moe_equals_pi_hc():
     b = smooth_basis(seed=3)
     u0 = jnp.full(GRID.shape[1], 0.05)
-    hc = HardConstraint(PDE, GRID, (1, 1), 120, weights=WEIGHTS, **TIGHT)
-    moe1 = HardConstraint(PDE, GRID, (1, 1), 120, rows="local", weights=WEIGHTS, **TIGHT)
+    hc = HardConstraint(PDE, GRID, (1, 1), 120, row_weights=WEIGHTS, **TIGHT)
+    moe1 = HardConstraint(PDE, GRID, (1, 1), 120, row_scope="local", row_weights=WEIGHTS, **TIGHT)
     a, c = hc(b, u0, jax.random.key(5)), moe1(b, u0, jax.random.key(5))
     np.testing.assert_allclose(a.u, c.u, rtol=1e-10)
 
@@ -142,7 +146,7 @@ def test_local_rows_make_experts_independent():
     u0 = jnp.full(GRID.shape[1], 0.1)
     b2 = b.at[:, 17:23, :].multiply(1.7)  # inside block 2 of 4 (cells 16..23), off its edges
     for rows, same in [("local", True), ("global", False)]:
-        hc = HardConstraint(PDE, GRID, (1, 4), 30, rows=rows, weights=WEIGHTS, **TIGHT)
+        hc = HardConstraint(PDE, GRID, (1, 4), 30, row_scope=rows, row_weights=WEIGHTS, **TIGHT)
         w1, w2 = hc(b, u0, jax.random.key(2)).weights, hc(b2, u0, jax.random.key(2)).weights
         for i in (0, 1, 3):
             if same:
@@ -155,7 +159,7 @@ def test_local_rows_make_experts_independent():
 def test_threshold_selection_equals_a_sort_with_ties_and_padding():
     # Reference: sort by score (descending), ties by index (ascending), as
     # lax.top_k does; then the chosen items in their original order.
-    from pihc.constraint import _largest
+    from pihc.sampling import largest
 
     rng = np.random.default_rng(0)
     for n, m, levels in [(50, 20, 7), (200, 37, 1000), (64, 64, 3), (10, 1, 2)]:
@@ -165,7 +169,7 @@ def test_threshold_selection_equals_a_sort_with_ties_and_padding():
         items = rng.permutation(1000)[:n].astype(np.int32)
         order = sorted(np.flatnonzero(valid), key=lambda i: (-scores[i], i))[:m]
         expect = items[np.sort(order)]
-        got = np.asarray(_largest(jnp.asarray(scores), jnp.asarray(valid), jnp.asarray(items), m=m))
+        got = np.asarray(largest(jnp.asarray(scores), jnp.asarray(valid), jnp.asarray(items), m=m))
         np.testing.assert_array_equal(got, expect)
         top = np.asarray(jax.lax.top_k(jnp.where(jnp.asarray(valid), jnp.asarray(scores), -1.0), m)[1])
         np.testing.assert_array_equal(np.sort(top), np.sort(order))
@@ -174,8 +178,8 @@ def test_threshold_selection_equals_a_sort_with_ties_and_padding():
 def test_sampled_points_are_uniform():
     # Each of the n domain points of an expert is in the sample with
     # probability m / n; over 400 draws the counts are Binomial(400, m/n).
-    hc = HardConstraint(PDE, GRID, (1, 4), 40, weights=WEIGHTS)
-    draws = np.asarray(jax.vmap(hc.sample)(jax.random.split(jax.random.key(5), 400)))  # (400, 4, 40)
+    hc = HardConstraint(PDE, GRID, (1, 4), 40, row_weights=WEIGHTS)
+    draws = np.asarray(jax.vmap(hc.sampler().sample)(jax.random.split(jax.random.key(5), 400)))  # (400, 4, 40)
     dom = hc.sampling_domains()
     for k in range(4):
         n = dom[k].sum()
@@ -187,21 +191,21 @@ def test_sampled_points_are_uniform():
 
 
 def test_points_are_distinct_and_inside_the_domain():
-    hc = HardConstraint(PDE, GRID, (1, 4), 64, weights=WEIGHTS)
-    pts = np.asarray(hc.sample(jax.random.key(0)))
+    hc = HardConstraint(PDE, GRID, (1, 4), 64, row_weights=WEIGHTS)
+    pts = np.asarray(hc.sampler().sample(jax.random.key(0)))
     dom = np.asarray(partition(PDE.residual_domain(GRID), (1, 4)))  # (4, nt, 8)
     for k in range(4):
         assert len(set(pts[k].tolist())) == 64
         t, x = np.unravel_index(pts[k], GRID.shape)
         assert np.all((x // 8 == k) & dom[k, t, x % 8])
     # With an overlap of 3 cells, expert k samples x in [8k - 3, 8k + 11), clipped.
-    wide = HardConstraint(PDE, GRID, (1, 4), 80, weights=WEIGHTS, overlap=(0, 3))
+    wide = HardConstraint(PDE, GRID, (1, 4), 80, row_weights=WEIGHTS, overlap=(0, 3))
     reg = wide.sampling_domains().reshape(4, *GRID.shape)
     for k in range(4):
         cols = np.flatnonzero(reg[k].any(axis=0))
         np.testing.assert_array_equal(cols, np.arange(max(8 * k - 3, 0), min(8 * k + 11, 32)))
         assert not reg[k][0].any()  # t = 0 is outside the residual domain
-    t, x = np.unravel_index(np.asarray(wide.sample(jax.random.key(1)))[1], GRID.shape)
+    t, x = np.unravel_index(np.asarray(wide.sampler().sample(jax.random.key(1)))[1], GRID.shape)
     assert x.min() >= 5 and x.max() <= 18 and ((x < 8) | (x >= 16)).any()
     with pytest.raises(ValueError, match="overlap"):
         HardConstraint(PDE, GRID, (1, 4), 10, overlap=(0, -1))
@@ -216,17 +220,18 @@ def test_points_are_distinct_and_inside_the_domain():
 def test_gradient_through_the_layer_matches_finite_differences():
     b = smooth_basis(seed=6)
     u0 = jnp.full(GRID.shape[1], 0.1)
-    hc = HardConstraint(PDE, GRID, (1, 2), 60, weights=WEIGHTS, **TIGHT)
+    hc = HardConstraint(PDE, GRID, (1, 2), 60, row_weights=WEIGHTS, **TIGHT)
     probe = jnp.asarray(np.random.default_rng(0).normal(size=GRID.shape))
 
     # The implicit gradient is that of the solution, so both solves must
     # converge (expert 1 converges slowly on this basis for some samples).
     assert np.all(np.asarray(hc(b, u0, jax.random.key(0)).solution.status) == RESULTS.successful)
 
+    @jax.jit
     def loss(bb):
         return jnp.sum(probe * hc(bb, u0, jax.random.key(0)).u)
 
-    g = jax.grad(loss)(b)
+    g = jax.jit(jax.grad(loss))(b)
     eps = 1e-6
     for idx in [(3, 5, 0), (6, 20, 2), (8, 31, 5), (1, 0, 1)]:
         fd = (loss(b.at[idx].add(eps)) - loss(b.at[idx].add(-eps))) / (2 * eps)
@@ -236,7 +241,7 @@ def test_gradient_through_the_layer_matches_finite_differences():
 def test_nan_basis_reports_status_without_nan_gradient():
     b = smooth_basis(seed=7).at[4, 9, 2].set(jnp.nan)
     u0 = jnp.full(GRID.shape[1], 0.1)
-    hc = HardConstraint(PDE, GRID, (1, 2), 60, weights=WEIGHTS)
+    hc = HardConstraint(PDE, GRID, (1, 2), 60, row_weights=WEIGHTS)
     out = hc(b, u0, jax.random.key(0))
     status = np.asarray(out.solution.status)
     assert status[0] == RESULTS.nonfinite  # the NaN sits in expert 0's block (x < 16)
@@ -249,14 +254,14 @@ def test_initial_condition_by_construction_is_exact_and_matches_scipy():
     solve of the same problem written directly with the PDE's methods."""
     b = smooth_basis(seed=4)
     u0 = jnp.asarray(0.1 + 0.05 * np.cos(np.pi * GRID.coords("x")))
-    hc = HardConstraint(PDE, GRID, (1, 1), 150, weights=WEIGHTS, initial="construction", **TIGHT)
+    hc = HardConstraint(PDE, GRID, (1, 1), 150, row_weights=WEIGHTS, initial_condition="construction", **TIGHT)
     out = hc(b, u0, jax.random.key(2))
     assert int(out.solution.status[0]) == RESULTS.successful
     np.testing.assert_array_equal(np.asarray(out.u[0]), np.asarray(u0))
     s = (GRID.coords("t") / GRID.axes[0].hi)[:, None]
     np.testing.assert_allclose(out.u, u0 + s * (b @ out.weights[0]), rtol=1e-12)
     flat = np.asarray(out.points[0])  # one expert: block indices are grid indices
-    wt = hc.weights
+    wt = hc.row_weights
 
     def r(w):
         u = u0 + s * (b @ jnp.asarray(w))
@@ -271,14 +276,14 @@ def test_initial_condition_by_construction_is_exact_and_matches_scipy():
 
 
 def test_unknown_initial_mode_is_refused():
-    with pytest.raises(ValueError, match="initial must be 'rows' or 'construction'"):
-        HardConstraint(PDE, GRID, (1, 1), 10, initial="exact")
+    with pytest.raises(ValueError, match="initial_condition must be one of 'rows', 'construction'; got 'exact'"):
+        HardConstraint(PDE, GRID, (1, 1), 10, initial_condition="exact")
 
 
 def test_columnwise_transpose_matches_plain_autodiff():
     """``_columns`` (linear parts with a column-at-a-time VJP) has the VJP of
     the plain vmap, also for the extra arguments (here entering as a factor)."""
-    from pihc.constraint import _columns
+    from pihc.linearise import _columns
 
     def f(u, a):
         return {"d": jnp.diff(u, axis=1) * a, "edge": u[:, 0] * a[0] + u[0, -1]}
@@ -294,35 +299,66 @@ def test_columnwise_transpose_matches_plain_autodiff():
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
 
 
+def expert(hc, b, u0, key, k) -> ExpertProblem:
+    """Expert k's problem, taken from the layer's stacked ones."""
+    problem = hc.problem(b, u0, key)
+    p = problem.experts(problem.linearise())
+    return eqx.tree_at(lambda q: (q.phi, q.c, q.row_scale), p, (p.phi[k], p.c[k], p.row_scale[k]))
+
+
 def test_normal_equations_with_the_rows_gram_match_the_stacked_residual():
     """The solver's normal equations (rows' Gram precomputed) equal those of
-    the stacked residual and its Jacobian."""
+    the stacked residual and its Jacobian by autodiff."""
     b = smooth_basis(seed=2)
     u0 = jnp.full(GRID.shape[1], 0.1)
-    hc = HardConstraint(PDE, GRID, (1, 2), 60, weights=WEIGHTS)
-    args, in_axes, _, _ = hc.problems(b, u0, jax.random.key(0))
-    a = jax.tree.map(lambda x, ax: x if ax is None else x[1], args, in_axes)
+    hc = HardConstraint(PDE, GRID, (1, 2), 60, row_weights=WEIGHTS)
+    p = expert(hc, b, u0, jax.random.key(0), 1)
     w = jnp.asarray(np.random.default_rng(3).normal(size=b.shape[-1]))
-    cost, g, A = hc.normal_equations(w, dict(a, **hc._rows_gram(a)))
-    r, J = hc.residual_and_jac(w, a)
-    np.testing.assert_allclose(r, hc.residual(w, a), rtol=1e-13)
+    cost, g, A = p.normal_equations(w, p.rows_gram())
+    r, J = p.residual(w), jax.jacfwd(p.residual)(w)
     np.testing.assert_allclose(cost, 0.5 * r @ r, rtol=1e-11)
     np.testing.assert_allclose(g, J.T @ r, rtol=1e-10, atol=1e-12 * np.abs(J.T @ r).max())
     np.testing.assert_allclose(A, J.T @ J, rtol=1e-10, atol=1e-12 * np.abs(A).max())
 
 
 def test_structured_hessian_is_the_hessian_of_the_stacked_residual():
-    """``HardConstraint.hessian`` (used by the implicit backward) equals the
+    """``ExpertProblem.hessian`` (used by the structured adjoint) equals the
     Hessian of ``1/2 ||residual||^2`` by autodiff, curvature term included."""
     b = smooth_basis(seed=4)
     u0 = jnp.full(GRID.shape[1], 0.1)
-    hc = HardConstraint(PDE, GRID, (1, 2), 60, weights=WEIGHTS)
-    args, in_axes, _, _ = hc.problems(b, u0, jax.random.key(1))
-    a = jax.tree.map(lambda x, ax: x if ax is None else x[0], args, in_axes)
-    w = hc._rows_solution(a) + 0.05 * jnp.asarray(np.random.default_rng(5).normal(size=b.shape[-1]))
-    H = hc.hessian(w, dict(a, **hc._rows_gram(a)))
-    ref = jax.hessian(lambda v: 0.5 * jnp.sum(hc.residual(v, a) ** 2))(w)
-    np.testing.assert_allclose(H, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+    hc = HardConstraint(PDE, GRID, (1, 2), 60, row_weights=WEIGHTS)
+    p = expert(hc, b, u0, jax.random.key(1), 0)
+    gram = p.rows_gram()
+    w = p.row_fit(gram) + 0.05 * jnp.asarray(np.random.default_rng(5).normal(size=b.shape[-1]))
+    ref = jax.hessian(lambda v: 0.5 * jnp.sum(p.residual(v) ** 2))(w)
+    np.testing.assert_allclose(p.hessian(w, gram), ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("options", [dict(), dict(row_scope="local"), dict(initial_condition="construction"),
+                                     dict(overlap=(0, 2), blend=True)])
+def test_structured_adjoint_equals_the_generic_implicit_adjoint(options):
+    """The layer's structured adjoint (rank-two cotangents through the
+    transposed stencils) and the generic one (autodiff of the optimality
+    condition) give the same gradients in the basis, u0 and a PDE constant."""
+    b = smooth_basis(seed=6)
+    u0 = jnp.asarray(0.1 + 0.03 * np.cos(np.pi * GRID.coords("x")))
+    probe = jnp.asarray(np.random.default_rng(2).normal(size=GRID.shape))
+
+    def loss(bb, uu, D, adjoint):
+        pde = DiffusionSorption(diffusivity=D)
+        hc = HardConstraint(pde, GRID, (1, 4), 40, row_weights=WEIGHTS, adjoint=adjoint,
+                            solver=LevenbergMarquardt(rtol=1e-10, atol=1e-14, max_steps=300), **options)
+        out = hc(bb, uu, jax.random.key(0))
+        return jnp.sum(probe * out.u), out.solution.status
+
+    D = jnp.asarray(PDE.diffusivity)
+    grad = eqx.filter_jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+    (_, status), g = grad(b, u0, D, StructuredAdjoint())
+    assert np.all(np.asarray(status) == RESULTS.successful)
+    _, ref = grad(b, u0, D, ImplicitAdjoint())
+    for got, want in zip(g, ref):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11 * np.abs(want).max())
+    assert np.abs(np.asarray(g[2])) > 0  # the PDE constant's gradient is not trivially zero
 
 
 @pytest.mark.parametrize("initial", ["rows", "construction"])
@@ -331,14 +367,15 @@ def test_gradient_with_respect_to_u0_matches_finite_differences(initial):
     which enters through the rows' constants (and, by construction, B)."""
     b = smooth_basis(seed=6)
     probe = jnp.asarray(np.random.default_rng(1).normal(size=GRID.shape))
-    hc = HardConstraint(PDE, GRID, (1, 2), 60, weights=WEIGHTS, initial=initial, **TIGHT)
+    hc = HardConstraint(PDE, GRID, (1, 2), 60, row_weights=WEIGHTS, initial_condition=initial, **TIGHT)
 
+    @jax.jit
     def loss(u0):
         return jnp.sum(probe * hc(b, u0, jax.random.key(0)).u)
 
     u0 = jnp.full(GRID.shape[1], 0.1)
     assert np.all(np.asarray(hc(b, u0, jax.random.key(0)).solution.status) == RESULTS.successful)
-    g = jax.grad(loss)(u0)
+    g = jax.jit(jax.grad(loss))(u0)
     for i in (0, 7, 31):
         e = jnp.zeros_like(u0).at[i].set(1e-6)
         fd = (loss(u0 + e) - loss(u0 - e)) / 2e-6
@@ -352,13 +389,13 @@ def test_blended_experts_form_the_partition_of_unity_of_their_own_predictions():
 
     b = smooth_basis(seed=5)
     u0 = jnp.full(GRID.shape[1], 0.1)
-    plain = HardConstraint(PDE, GRID, (1, 4), 60, weights=WEIGHTS, overlap=(0, 3), **TIGHT)
-    blended = HardConstraint(PDE, GRID, (1, 4), 60, weights=WEIGHTS, overlap=(0, 3), blend=True, **TIGHT)
+    plain = HardConstraint(PDE, GRID, (1, 4), 60, row_weights=WEIGHTS, overlap=(0, 3), **TIGHT)
+    blended = HardConstraint(PDE, GRID, (1, 4), 60, row_weights=WEIGHTS, overlap=(0, 3), blend=True, **TIGHT)
     key = jax.random.key(3)
     p, q = plain(b, u0, key), blended(b, u0, key)
     np.testing.assert_array_equal(np.asarray(p.weights), np.asarray(q.weights))
     lin = linearise(PDE, b, u0, GRID)
-    each = np.einsum("txn,kn->ktx", np.asarray(lin["B"]), np.asarray(q.weights)) + np.asarray(lin["offset"])
+    each = np.einsum("txn,kn->ktx", np.asarray(lin.B), np.asarray(q.weights)) + np.asarray(lin.offset)
     chi = blend_windows(GRID.shape, (1, 4), (0, 3))
     np.testing.assert_allclose(q.u, np.sum(chi * each, axis=0), rtol=1e-12, atol=1e-14)
     # Away from the seams (3 cells) blending changes nothing; at a seam it lies between the two experts.
@@ -372,8 +409,8 @@ def test_blended_experts_form_the_partition_of_unity_of_their_own_predictions():
     assert np.abs(np.asarray(q.u - p.u)).max() > 1e-6  # the experts differ, so the blend does too
 
     probe = jnp.asarray(np.random.default_rng(1).normal(size=GRID.shape))
-    loss = lambda bb: jnp.sum(probe * blended(bb, u0, key).u)  # noqa: E731
-    g = jax.grad(loss)(b)
+    loss = jax.jit(lambda bb: jnp.sum(probe * blended(bb, u0, key).u))
+    g = jax.jit(jax.grad(loss))(b)
     for idx in [(3, 7, 0), (6, 9, 2), (8, 16, 5)]:
         fd = (loss(b.at[idx].add(1e-6)) - loss(b.at[idx].add(-1e-6))) / 2e-6
         assert abs(g[idx] - fd) <= 1e-5 * max(abs(fd), 1e-3), (idx, g[idx], fd)

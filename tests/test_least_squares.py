@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from pihc.least_squares import RESULTS, PrecisionError, least_squares
+from pihc.least_squares import RESULTS, LevenbergMarquardt, PrecisionError, least_squares
 
-TIGHT = dict(rtol=1e-13, atol=1e-15, max_steps=200)
+TIGHT = dict(solver=LevenbergMarquardt(rtol=1e-13, atol=1e-15, max_steps=200))
 
 
 def _exp_fit(w, a):
@@ -142,33 +142,12 @@ def test_normal_equations_hook_matches_scipy_and_gives_implicit_gradient():
     np.testing.assert_allclose(g_hook, g_plain, rtol=1e-8, atol=1e-12)
 
 
-def test_hessian_hook_gives_the_same_implicit_gradient():
-    # The exact Hessian of 1/2 ||r||^2, by hand, replaces jacfwd in the backward pass.
-    t, y = _exp_data(9)
-
-    def hessian(w, a):
-        tt, _ = a
-        e = jnp.exp(-w[1] * tt)
-        J = jnp.stack([e, -w[0] * tt * e, tt ** 2], axis=1)
-        r = _exp_fit(w, a)
-        # Second derivatives of r_i: d2/dw0dw1 = -t e, d2/dw1^2 = w0 t^2 e.
-        curv = jnp.array([[0.0, -(r * tt * e).sum(), 0.0],
-                          [-(r * tt * e).sum(), (r * w[0] * tt ** 2 * e).sum(), 0.0],
-                          [0.0, 0.0, 0.0]])
-        return J.T @ J + curv
-
-    w0 = jnp.array([1.0, 0.0, 0.0])
-    loss = lambda yy, **kw: jnp.sum(least_squares(_exp_fit, w0, (t, yy), **kw, **TIGHT).value ** 2)  # noqa: E731
-    np.testing.assert_allclose(jax.grad(lambda yy: loss(yy, hessian=hessian))(y), jax.grad(loss)(y),
-                               rtol=1e-9, atol=1e-12)
-
-
 def test_not_converged_is_reported_and_has_no_gradient():
     t, y = _exp_data(7)
-    sol = least_squares(_exp_fit, jnp.array([1.0, 0.0, 0.0]), (t, y), max_steps=1)
+    sol = least_squares(_exp_fit, jnp.array([1.0, 0.0, 0.0]), (t, y), solver=LevenbergMarquardt(max_steps=1))
     assert int(sol.status) == RESULTS.max_steps_reached and not bool(sol.converged)
     g = jax.grad(lambda yy: least_squares(_exp_fit, jnp.array([1.0, 0.0, 0.0]), (t, yy),
-                                          max_steps=1).value.sum())(y)
+                                          solver=LevenbergMarquardt(max_steps=1)).value.sum())(y)
     assert np.all(np.asarray(g) == 0.0)
 
 
@@ -185,3 +164,13 @@ def test_nonfinite_input_gives_status_and_finite_gradient():
 def test_float32_is_refused():
     with pytest.raises(PrecisionError, match="float64"):
         least_squares(_exp_fit, jnp.zeros(3, jnp.float32), _exp_data())
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(max_steps=0), "max_steps must be an integer >= 1"), (dict(max_steps=2.5), "max_steps"),
+    (dict(rtol=-1.0), "rtol must be a finite number >= 0"), (dict(atol=float("nan")), "atol"),
+    (dict(rtol=0.0, atol=0.0), "could never stop"), (dict(damping=0.0), "damping must be a positive"),
+    (dict(damping=float("inf")), "damping")])
+def test_solver_options_are_checked_when_made(options, message):
+    with pytest.raises(ValueError, match=message):
+        LevenbergMarquardt(**options)

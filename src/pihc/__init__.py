@@ -5,9 +5,10 @@ command line in :mod:`pihc.cli`; the core never imports either):
 
 * grids and derivatives: :class:`Grid`, :class:`Axis`, :mod:`pihc.derivatives`
 * PDEs: :class:`PDE` (the interface), :class:`DiffusionSorption`
-* solver: :func:`least_squares`, :class:`Solution`, :class:`RESULTS`
-* experts: :func:`partition`, :func:`unpartition`
-* constraint layer: :class:`HardConstraint`, :class:`ConstraintWeights`
+* solver: :func:`least_squares`, :class:`LevenbergMarquardt`, :class:`Solution`,
+  :class:`RESULTS`; adjoints :class:`ImplicitAdjoint`, :class:`StructuredAdjoint`
+* experts: :func:`partition`, :func:`unpartition`, :class:`RowWeights`
+* constraint layer: :class:`HardConstraint`, :func:`linearise`
 * loss: :func:`physics_loss`, :class:`LossWeights`
 * models: :class:`FNO`, :class:`PISC`, :class:`PIHC`, :class:`PIHCMoE`
 """
@@ -15,9 +16,12 @@ command line in :mod:`pihc.cli`; the core never imports either):
 __version__ = "0.1.0"
 
 from . import derivatives
-from .constraint import ConstrainedSolution, ConstraintWeights, HardConstraint, linearise
+from .adjoint import ImplicitAdjoint, StructuredAdjoint
+from .constraint import ConstrainedSolution, HardConstraint
+from .experts import RowWeights
 from .grid import Axis, Grid, GridError
-from .least_squares import RESULTS, PrecisionError, Solution, least_squares
+from .least_squares import RESULTS, LevenbergMarquardt, PrecisionError, Solution, least_squares
+from .linearise import Linearisation, linearise
 from .losses import LossWeights, physics_loss
 from .models import FNO, PIHC, PISC, PIHCMoE, Prediction
 from .partition import partition, unpartition
@@ -32,8 +36,9 @@ def enable_x64() -> None:
 
 
 __all__ = [
-    "Axis", "ConstrainedSolution", "ConstraintWeights", "DiffusionSorption", "FNO", "Grid",
-    "GridError", "HardConstraint", "LossWeights", "PDE", "PIHC", "PIHCMoE", "PISC", "Prediction",
-    "PrecisionError", "RESULTS", "Solution", "derivatives", "diffusion_sorption_grid",
-    "enable_x64", "least_squares", "linearise", "partition", "physics_loss", "unpartition",
+    "Axis", "ConstrainedSolution", "DiffusionSorption", "FNO", "Grid", "GridError", "HardConstraint",
+    "ImplicitAdjoint", "LevenbergMarquardt", "Linearisation", "LossWeights", "PDE", "PIHC", "PIHCMoE",
+    "PISC", "Prediction", "PrecisionError", "RESULTS", "RowWeights", "Solution", "StructuredAdjoint",
+    "derivatives", "diffusion_sorption_grid", "enable_x64", "least_squares", "linearise", "partition",
+    "physics_loss", "unpartition",
 ]

@@ -1,36 +1,32 @@
-r"""Differentiable nonlinear least squares: Levenberg-Marquardt + implicit adjoint.
+r"""Differentiable nonlinear least squares: a Levenberg-Marquardt solver object and an adjoint.
 
 Solves
 
 .. math::  w^* = \arg\min_w \tfrac12 \lVert r(w, \theta) \rVert_2^2
 
 for a residual ``r = fn(w, args)`` with a few to a few hundred unknowns and up
-to millions of rows.  Each iteration forms the Gauss-Newton matrix
-``A = J^T J`` (n x n) and gradient ``g = J^T r`` and solves the damped system
+to millions of rows.  As in optimistix, a problem, a solver object
+(:class:`LevenbergMarquardt`: its tolerances and damping) and an adjoint
+object (:mod:`pihc.adjoint`: how the solution is differentiated) go in, and a
+typed :class:`Solution` comes out.
+
+Each iteration forms the Gauss-Newton matrix ``A = J^T J`` (n x n) and
+gradient ``g = J^T r`` and solves the damped system
 ``(A + mu diag(A)) delta = -g`` by Cholesky; with n << m this costs
-O(m n^2), dominated by forming ``A``.
+O(m n^2), dominated by forming ``A``.  The solver's iterations are never
+differentiated: gradients come from the implicit function theorem at ``w*``
+(:class:`~pihc.adjoint.ImplicitAdjoint`).
 
-Gradients come from the implicit function theorem at ``w*``: the optimality
-condition ``G(w, theta) = grad_w L = J^T r = 0`` (L = 1/2 ||r||^2) gives
-
-.. math::  \frac{dw^*}{d\theta} = -H^{-1} \partial_\theta G, \qquad
-           H = \partial_w G = J^T J + \sum_i r_i \nabla^2_w r_i,
-
-with the exact Hessian ``H`` of L (not its Gauss-Newton part, which is exact
-only for zero-residual problems).  The backward pass solves one n x n system
-and takes one vector-Jacobian product of ``G``; the solver's iterations are
-never unrolled or stored.
-
-A solve that does not converge is reported by ``Solution.status``; its
-gradient is *zero* (the implicit function theorem does not hold away from a
-stationary point), so callers must look at ``status`` -- the trainer counts
+A solve that does not converge is reported by ``Solution.status`` and has
+*zero* gradient (the implicit function theorem does not hold away from a
+stationary point), so callers must look at ``status``: the trainer counts
 and excludes such solves.
 """
 
 from __future__ import annotations
 
 import enum
-import functools
+import math
 from typing import Any, Callable
 
 import equinox as eqx
@@ -38,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
-__all__ = ["least_squares", "Solution", "RESULTS", "PrecisionError", "require_x64"]
+__all__ = ["LevenbergMarquardt", "PrecisionError", "RESULTS", "Solution", "least_squares", "require_x64"]
 
 
 class RESULTS(enum.IntEnum):
@@ -56,7 +52,7 @@ class RESULTS(enum.IntEnum):
 _MESSAGES = {
     RESULTS.successful: "converged",
     RESULTS.max_steps_reached: "did not converge within max_steps; raise max_steps or loosen rtol/atol",
-    RESULTS.nonfinite: "the residual or its Jacobian is NaN or infinite at the initial point;"
+    RESULTS.nonfinite: "the residual, its Jacobian or the solution is NaN or infinite;"
                        " check the inputs (e.g. the network's basis) for NaN/Inf",
 }
 
@@ -74,10 +70,10 @@ def require_x64() -> None:
 
 
 class Solution(eqx.Module):
-    """Result of :func:`least_squares`.
+    """Result of a solve.
 
     Attributes:
-        value: the minimiser ``w*``, shape ``(n,)``.
+        value: the minimiser ``w*``, shape ``(n,)`` (a leading batch axis under ``vmap``).
         num_steps: Levenberg-Marquardt iterations taken.
         residual_norm: ``||r(w*)||_2``.
         gradient_norm: ``||J^T r||_inf`` at ``w*``.
@@ -95,122 +91,103 @@ class Solution(eqx.Module):
         return self.status == RESULTS.successful
 
 
-JacFn = Callable[[Float[Array, " n"], Any], tuple[Float[Array, " m"], Float[Array, "m n"]]]
+NormalFn = Callable[[Float[Array, " n"]], tuple[Float[Array, ""], Float[Array, " n"], Float[Array, "n n"]]]
 
 
-def jacfwd_residual(fn: Callable) -> JacFn:
-    """``(w, args) -> (r, J)`` by forward-mode autodiff (n tangents)."""
+class LevenbergMarquardt(eqx.Module):
+    r"""Levenberg-Marquardt with Marquardt's scaling and Nielsen's damping update.
 
-    def jac(w, args):
-        r, lin = jax.linearize(lambda v: fn(v, args), w)
-        J = jax.vmap(lin, out_axes=1)(jnp.eye(w.shape[0], dtype=w.dtype))
-        return r, J
-
-    return jac
-
-
-NormalFn = Callable[[Float[Array, " n"], Any],
-                    tuple[Float[Array, ""], Float[Array, " n"], Float[Array, "n n"]]]
-HessianFn = Callable[[Float[Array, " n"], Any], Float[Array, "n n"]]
-
-
-def least_squares(fn: Callable[[Float[Array, " n"], PyTree], Float[Array, " m"]],
-                  w0: Float[Array, " n"], args: PyTree = None, *, max_steps: int = 100,
-                  rtol: float = 1e-8, atol: float = 1e-12, jac: JacFn | None = None,
-                  normal_equations: NormalFn | None = None, hessian: HessianFn | None = None,
-                  damping: float = 1e-3) -> Solution:
-    r"""Minimise ``1/2 ||fn(w, args)||^2`` over ``w`` by Levenberg-Marquardt.
+    Each step solves ``(A + mu diag A) d = -g`` (``A = J^T J``, ``g = J^T r``)
+    by Cholesky.  A step is accepted when it lowers the cost; ``mu`` then
+    shrinks smoothly (by at most 3x), and doubles-and-more after a rejected
+    step.  The solve has converged when the Gauss-Newton step is small,
+    ``|A^{-1} g|_inf <= atol + rtol |w|_inf``: cost comparisons are not used,
+    because they resolve ``w`` only to ``sqrt(eps)``.
 
     Args:
-        fn: residual function ``(w, args) -> r`` with ``r`` of shape ``(m,)``.
-            It may close over constants; anything to differentiate through
-            must come in ``args``.
-        w0: initial guess, shape ``(n,)``, float64.
-        args: pytree of arrays; the solution is differentiable with respect to
-            every floating array in it (implicit function theorem).
         max_steps: iteration cap; hitting it gives status ``max_steps_reached``.
-        rtol, atol: converged when the Gauss-Newton step at the current point
-            is small: ``||A^{-1} g||_inf <= atol + rtol ||w||_inf``.
-        jac: optional ``(w, args) -> (r, J)`` exploiting structure; by default
-            forward-mode autodiff of ``fn``.
-        normal_equations: optional ``(w, args) -> (1/2 ||r||^2, J^T r, J^T J)``
-            for problems whose normal equations are cheaper to form directly
-            (e.g. constant rows whose Gram matrix is precomputed).  It must
-            agree with ``fn``; it takes precedence over ``jac``.  The
-            iterations only ever need these three quantities.
-        hessian: optional ``(w, args) -> H``, the exact Hessian of
-            ``1/2 ||fn(w, args)||^2`` in ``w`` (n x n), for the implicit
-            backward pass; by default forward-mode autodiff of its gradient
-            (n tangents through ``fn``).  Only its value is used (it is not
-            differentiated).
-        damping: initial Marquardt parameter mu (relative to diag(A)).
-
-    Returns:
-        A :class:`Solution`.  jit- and vmap-compatible (under vmap each
-        problem stops updating once it has converged).
-
-    Example:
-        >>> sol = least_squares(lambda w, a: a["A"] @ w - a["b"], jnp.zeros(3), {"A": A, "b": b})
+        rtol, atol: the convergence test above.
+        damping: the initial ``mu``, relative to ``diag(A)``.  The default
+            starts nearly undamped (Gauss-Newton): the constraint layer starts
+            each solve from the fit of its linear rows, where its problems are
+            close to linear, and a textbook start of 1e-3 would hold its first
+            steps back (Nielsen's update lowers ``mu`` by at most 3x per
+            step).  A step that fails raises the damping, so far from a
+            solution the solver still moves to gradient descent.
     """
-    require_x64()
-    w0 = jnp.asarray(w0)
-    if w0.ndim != 1:
-        raise ValueError(f"w0 must be a vector, got shape {w0.shape}")
-    if w0.dtype != jnp.float64:
-        raise PrecisionError(f"w0 must be float64, got {w0.dtype}")
-    # Hoist any traced values the function closes over into explicit,
-    # differentiable arguments (custom_vjp needs them explicit).
-    closed, consts = jax.closure_convert(fn, w0, args)
-    opts = _Options(int(max_steps), float(rtol), float(atol), float(damping))
-    if normal_equations is not None:
-        normal_closed, normal_consts = jax.closure_convert(normal_equations, w0, args)
-    else:
-        if jac is None:
-            jac = jacfwd_residual(fn)
-        normal_closed, normal_consts = jax.closure_convert(_normal_from_jac(jac), w0, args)
-    if hessian is not None:
-        hessian_closed, hessian_consts = jax.closure_convert(hessian, w0, args)
-    else:
-        hessian_closed, hessian_consts = None, ()
-    w, steps, rnorm, gnorm, status = _solve(
-        _Problem(closed, normal_closed, hessian_closed), opts, jax.lax.stop_gradient(w0),
-        (tuple(consts), tuple(normal_consts), tuple(hessian_consts), args))
-    return Solution(w, steps, rnorm, gnorm, status)
+
+    max_steps: int = 100
+    rtol: float = 1e-8
+    atol: float = 1e-12
+    damping: float = 1e-10
+
+    def __check_init__(self):
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}")
+        for name in ("rtol", "atol"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.rtol == 0 and self.atol == 0:
+            raise ValueError("rtol and atol are both 0: the solver could never stop; give one of them > 0")
+        if not (isinstance(self.damping, (int, float)) and math.isfinite(self.damping) and self.damping > 0):
+            raise ValueError(f"damping must be a positive number, got {self.damping!r}")
+
+    def solve(self, normal_equations: NormalFn, w0: Float[Array, " n"]) -> Solution:
+        """Minimise from ``w0``, given ``w -> (1/2 ||r||^2, J^T r, J^T J)``; not differentiated.
+
+        The loop carries only the normal equations, never ``r`` or ``J``: with
+        m >> n rows, carrying and selecting the m x n Jacobian every iteration
+        costs more memory traffic than forming ``A``.  jit- and vmap-compatible
+        (under vmap each problem stops updating once it has converged).
+        """
+        w0 = jax.lax.stop_gradient(w0)
+        eps = jnp.finfo(w0.dtype).eps
+        cost0, g0, A0 = normal_equations(w0)
+        finite0 = _finite(cost0, g0, A0)
+
+        def converged(w, A, g):
+            gn = _gauss_newton_step(A, g)
+            return jnp.max(jnp.abs(gn)) <= self.atol + self.rtol * jnp.max(jnp.abs(w))
+
+        init = dict(w=w0, g=g0, A=A0, cost=cost0,
+                    mu=jnp.asarray(self.damping, w0.dtype), nu=jnp.asarray(2.0, w0.dtype),
+                    step=jnp.asarray(0), done=converged(w0, A0, g0) | ~finite0)
+
+        def cond(s):
+            return ~s["done"] & (s["step"] < self.max_steps)
+
+        def body(s):
+            delta = _damped_step(s["A"], s["g"], s["mu"])
+            w_new = s["w"] + delta
+            cost_new, g_new, A_new = normal_equations(w_new)
+            # Predicted reduction of the quadratic model: -(g.d + d.A.d / 2) > 0.
+            pred = -(s["g"] @ delta + 0.5 * delta @ (s["A"] @ delta))
+            rho = (s["cost"] - cost_new) / jnp.where(pred > 0, pred, 1.0)
+            # Below ~eps * cost the change in cost is rounding noise and rho
+            # is meaningless; there the quadratic model is trusted.
+            tiny = pred <= 16.0 * eps * s["cost"]
+            ok = _finite(cost_new, g_new, A_new) & (pred > 0) & ((rho > 0) | tiny)
+            mu_ok = s["mu"] * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * jnp.clip(rho, 0.0, 1.0) - 1.0) ** 3)
+            pick = lambda a, b: jnp.where(ok, a, b)  # noqa: E731
+            return dict(
+                w=pick(w_new, s["w"]), g=pick(g_new, s["g"]), A=pick(A_new, s["A"]),
+                cost=pick(cost_new, s["cost"]),
+                mu=pick(mu_ok, s["mu"] * s["nu"]), nu=pick(jnp.asarray(2.0, w0.dtype), 2.0 * s["nu"]),
+                step=s["step"] + 1, done=ok & converged(w_new, A_new, g_new))
+
+        s = jax.lax.while_loop(cond, body, init)
+        # A solution that is not finite is never "converged" (a NaN in a
+        # problem's arrays can leave A, g and the cost finite but w not).
+        finite = finite0 & jnp.all(jnp.isfinite(s["w"])) & jnp.isfinite(s["cost"])
+        status = jnp.where(~finite, RESULTS.nonfinite,
+                           jnp.where(s["done"], RESULTS.successful, RESULTS.max_steps_reached))
+        return Solution(s["w"], s["step"], jnp.sqrt(2.0 * s["cost"]), jnp.max(jnp.abs(s["g"])),
+                        status.astype(jnp.int32))
 
 
-def _normal_from_jac(jac: JacFn) -> NormalFn:
-    def normal(w, args):
-        r, J = jac(w, args)
-        return 0.5 * (r @ r), J.T @ r, J.T @ J
-
-    return normal
-
-
-class _Options(eqx.Module):
-    max_steps: int = eqx.field(static=True)
-    rtol: float = eqx.field(static=True)
-    atol: float = eqx.field(static=True)
-    damping: float = eqx.field(static=True)
-
-
-class _Problem(eqx.Module):
-    """Residual and normal equations of the closure-converted functions."""
-
-    fn: Callable = eqx.field(static=True)
-    normal: Callable = eqx.field(static=True)
-    hess: Callable | None = eqx.field(static=True, default=None)
-
-    def residual(self, w, packed):
-        consts, _, _, args = packed
-        return self.fn(w, args, *consts)
-
-    def normal_equations(self, w, packed):
-        _, nconsts, _, args = packed
-        return self.normal(w, args, *nconsts)
-
-    def hessian(self, w, packed):
-        _, _, hconsts, args = packed
-        return self.hess(w, args, *hconsts)
+def _finite(cost, g, A):
+    return jnp.isfinite(cost) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(A))
 
 
 def _damped_step(A, g, mu):
@@ -230,83 +207,93 @@ def _gauss_newton_step(A, g):
     return -jax.scipy.linalg.cho_solve((L, lower), g)
 
 
-def _lm(problem: _Problem, opts: _Options, w0, packed):
-    # The loop carries only the normal equations (A = J^T J, g = J^T r and
-    # the cost), never r or J: with m >> n rows, carrying and selecting the
-    # m x n Jacobian every iteration costs more memory traffic than forming A.
-    cost0, g0, A0 = problem.normal_equations(w0, packed)
-    finite0 = jnp.isfinite(cost0) & jnp.all(jnp.isfinite(g0)) & jnp.all(jnp.isfinite(A0))
+def least_squares(fn: Callable[[Float[Array, " n"], PyTree], Float[Array, " m"]],
+                  w0: Float[Array, " n"], args: PyTree = None, *,
+                  solver: LevenbergMarquardt = LevenbergMarquardt(), adjoint: Any = None,
+                  jac: Callable[[Float[Array, " n"], PyTree], tuple[Float[Array, " m"], Float[Array, "m n"]]]
+                  | None = None,
+                  normal_equations: Callable[[Float[Array, " n"], PyTree],
+                                             tuple[Float[Array, ""], Float[Array, " n"], Float[Array, "n n"]]]
+                  | None = None) -> Solution:
+    r"""Minimise ``1/2 ||fn(w, args)||^2`` over ``w``, differentiably.
 
-    def converged(w, A, g):
-        gn = _gauss_newton_step(A, g)
-        return jnp.max(jnp.abs(gn)) <= opts.atol + opts.rtol * jnp.max(jnp.abs(w))
+    Args:
+        fn: residual function ``(w, args) -> r`` with ``r`` of shape ``(m,)``.
+            It may close over arrays, traced ones included: they are
+            differentiated like ``args``.
+        w0: initial guess, shape ``(n,)``, float64.  Not differentiated.
+        args: pytree; the solution is differentiable with respect to every
+            floating array in it.
+        solver: a :class:`LevenbergMarquardt` (its tolerances and damping).
+        adjoint: how the solution is differentiated; default
+            :class:`~pihc.adjoint.ImplicitAdjoint` (the implicit function
+            theorem on ``grad_w 1/2 ||fn||^2 = 0``).
+        jac: optional ``(w, args) -> (r, J)`` exploiting structure, for the
+            iterations; by default forward-mode autodiff of ``fn``.
+        normal_equations: optional ``(w, args) -> (1/2 ||r||^2, J^T r, J^T J)``
+            for problems whose normal equations are cheaper to form directly;
+            it takes precedence over ``jac``.  It must agree with ``fn``: the
+            gradients always come from ``fn`` itself.
 
-    init = dict(w=w0, g=g0, A=A0, cost=cost0,
-                mu=jnp.asarray(opts.damping, w0.dtype), nu=jnp.asarray(2.0, w0.dtype),
-                step=jnp.asarray(0), done=converged(w0, A0, g0) | ~finite0)
+    Returns:
+        A :class:`Solution`.  jit- and vmap-compatible.
 
-    def cond(s):
-        return ~s["done"] & (s["step"] < opts.max_steps)
+    Example:
+        >>> sol = least_squares(lambda w, a: a["A"] @ w - a["b"], jnp.zeros(3), {"A": A, "b": b},
+        ...                     solver=LevenbergMarquardt(rtol=1e-10))
+    """
+    from .adjoint import ImplicitAdjoint
 
-    def body(s):
-        delta = _damped_step(s["A"], s["g"], s["mu"])
-        w_new = s["w"] + delta
-        cost_new, g_new, A_new = problem.normal_equations(w_new, packed)
-        # Predicted reduction of the quadratic model: -(g.d + d.A.d / 2) > 0.
-        pred = -(s["g"] @ delta + 0.5 * delta @ (s["A"] @ delta))
-        rho = (s["cost"] - cost_new) / jnp.where(pred > 0, pred, 1.0)
-        # Below ~eps * cost the change in cost is rounding noise and rho
-        # is meaningless (cost comparisons only resolve w to ~sqrt(eps));
-        # there the quadratic model is trusted and the step is taken.
-        tiny = pred <= 16.0 * jnp.finfo(w0.dtype).eps * s["cost"]
-        ok = (jnp.isfinite(cost_new) & jnp.all(jnp.isfinite(A_new)) & jnp.all(jnp.isfinite(g_new))
-              & (pred > 0) & ((rho > 0) | tiny))
-        # Nielsen's damping update (smooth decrease on success, doubling on failure).
-        mu_ok = s["mu"] * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * jnp.clip(rho, 0.0, 1.0) - 1.0) ** 3)
-        pick = lambda a, b: jnp.where(ok, a, b)  # noqa: E731
-        w = pick(w_new, s["w"])
-        A, g = pick(A_new, s["A"]), pick(g_new, s["g"])
-        return dict(
-            w=w, g=g, A=A, cost=pick(cost_new, s["cost"]),
-            mu=pick(mu_ok, s["mu"] * s["nu"]), nu=pick(jnp.asarray(2.0, w0.dtype), 2.0 * s["nu"]),
-            step=s["step"] + 1, done=ok & converged(w_new, A_new, g_new))
-
-    s = jax.lax.while_loop(cond, body, init)
-    status = jnp.where(~finite0, RESULTS.nonfinite,
-                       jnp.where(s["done"], RESULTS.successful, RESULTS.max_steps_reached))
-    return (s["w"], s["step"], jnp.sqrt(2.0 * s["cost"]), jnp.max(jnp.abs(s["g"])),
-            status.astype(jnp.int32))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _solve(problem, opts, w0, packed):
-    return _lm(problem, opts, w0, packed)
-
-
-def _solve_fwd(problem, opts, w0, packed):
-    out = _lm(problem, opts, w0, packed)
-    return out, (out[0], out[4], packed)
-
-
-def _solve_bwd(problem, opts, res, cts):
-    w, status, packed = res
-    ct_w = cts[0]
-
-    def optimality(v, p):  # G(w, theta) = grad_w 1/2 ||r||^2
-        return jax.grad(lambda u: 0.5 * jnp.sum(problem.residual(u, p) ** 2))(v)
-
-    if problem.hess is None:
-        H = jax.jacfwd(optimality, argnums=0)(w, packed)
-    else:
-        H = problem.hessian(w, packed)
-    lam = jnp.linalg.solve(H, ct_w)
-    _, vjp = jax.vjp(lambda p: optimality(w, p), packed)
-    (ct_packed,) = vjp(-lam)
-    # No gradient through a failed solve (see module docstring): the
-    # implicit function theorem needs a stationary point.
-    ok = status == RESULTS.successful
-    ct_packed = jax.tree.map(lambda c: jnp.where(ok, c, jnp.zeros_like(c)), ct_packed)
-    return jnp.zeros_like(w), ct_packed
+    require_x64()
+    w0 = jnp.asarray(w0)
+    if w0.ndim != 1:
+        raise ValueError(f"w0 must be a vector, got shape {w0.shape}")
+    if w0.dtype != jnp.float64:
+        raise PrecisionError(f"w0 must be float64, got {w0.dtype}")
+    adjoint = ImplicitAdjoint() if adjoint is None else adjoint
+    if normal_equations is None:
+        normal_equations = _normal_from_jac(jac if jac is not None else _jacfwd(fn))
+    # The functions may close over traced values; hoisting them into explicit
+    # inputs lets the adjoint differentiate them (a custom VJP cannot see
+    # closed-over values).
+    fn_closed, fn_consts = jax.closure_convert(fn, w0, args)
+    normal_closed, normal_consts = jax.closure_convert(normal_equations, w0, args)
+    # As arrays: a weak-typed scalar constant would otherwise not count as a
+    # differentiable input.
+    consts = tuple([jnp.asarray(c) for c in cs] for cs in (fn_consts, normal_consts))
+    problem = _Problem(fn_closed, normal_closed)
+    return adjoint.apply(problem.solve, problem.optimality, (args, *consts), w0, solver)
 
 
-_solve.defvjp(_solve_fwd, _solve_bwd)
+class _Problem(eqx.Module):
+    """``least_squares``' functions of ``(args, fn constants, normal-equation constants)``."""
+
+    fn: Callable = eqx.field(static=True)
+    normal: Callable = eqx.field(static=True)
+
+    def solve(self, inputs, w0, solver: LevenbergMarquardt) -> Solution:
+        args, _, nconsts = inputs
+        return solver.solve(lambda w: self.normal(w, args, *nconsts), w0), None
+
+    def optimality(self, inputs, w):
+        """``G(w, theta) = grad_w 1/2 ||fn(w, theta)||^2``, zero at the solution."""
+        args, consts, _ = inputs
+        return jax.grad(lambda v: 0.5 * jnp.sum(self.fn(v, args, *consts) ** 2))(w)
+
+
+def _jacfwd(fn):
+    """``(w, args) -> (r, J)`` by forward-mode autodiff (n tangents)."""
+
+    def jac(w, args):
+        r, lin = jax.linearize(lambda v: fn(v, args), w)
+        return r, jax.vmap(lin, out_axes=1)(jnp.eye(w.shape[0], dtype=w.dtype))
+
+    return jac
+
+
+def _normal_from_jac(jac):
+    def normal(w, args):
+        r, J = jac(w, args)
+        return 0.5 * (r @ r), J.T @ r, J.T @ J
+
+    return normal

@@ -13,6 +13,11 @@ from typing import Any
 
 import yaml
 
+from ..constraint import HardConstraint, RowScope, Start
+from ..experts import RowWeights
+from ..least_squares import LevenbergMarquardt
+from ..linearise import InitialCondition
+
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid."""
@@ -66,43 +71,52 @@ class ModelConfig:
     init_from: str | None = None
 
 
+def _layer_default(name: str):
+    """The default of :class:`~pihc.constraint.HardConstraint`'s field ``name``: one source of truth."""
+    (field,) = [f for f in dataclasses.fields(HardConstraint) if f.name == name]
+    return dataclasses.field(default=field.default)
+
+
 @dataclasses.dataclass(frozen=True)
 class ConstraintConfig:
     """The hard-constraint layer (ignored by ``sc``; ``splits`` only by ``moe``).
 
-    ``rows``: ``global`` (every expert fits all initial/boundary rows, the
-    paper) or ``local``.  ``initial``: ``rows`` (the initial condition as
-    weighted rows, the paper) or ``construction`` (``u = u0 + t/T (B w)``,
-    exact for every weight vector).  ``overlap``: per grid axis, how many
-    grid points beyond its block each expert also samples (none by default).
-    ``blend``: the prediction blends neighbouring experts smoothly across
-    those ``overlap`` points (a partition of unity) instead of switching at
-    the seam; off by default (the paper).
+    Every key but ``global_steps`` is the :class:`~pihc.constraint.HardConstraint`
+    argument of the same name, with the same type and default (a test checks
+    this): ``row_weights`` is a :class:`~pihc.experts.RowWeights` (``pde``,
+    ``initial``, ``boundary``, ``ridge``) and ``solver`` a
+    :class:`~pihc.least_squares.LevenbergMarquardt` (``max_steps``, ``rtol``,
+    ``atol``, ``damping``); their own checks validate them when the config is
+    loaded, and the layer's when the model is built.
+
     ``global_steps`` (``moe`` only): the first that many training steps tie
     the experts to one weight vector, i.e. solve one global problem over all
-    of their points (``n_points`` times the number of experts, the same rows
-    and weights) as PI-HC does; the experts then train on from the basis
-    that phase leaves.  0 (default): experts from the first step, the paper.
-    ``damping``: the solver's initial Marquardt parameter, relative to the
-    diagonal of ``J^T J`` (see :class:`~pihc.constraint.HardConstraint`);
-    the default 1e-10 starts with Gauss-Newton steps.
+    of their points as PI-HC does (:meth:`~pihc.constraint.HardConstraint.tied`);
+    0 (default): experts from the first step, the paper.
     """
 
     splits: tuple[int, ...] = (1, 4)
-    global_steps: int = 0
-    overlap: tuple[int, ...] | None = None
-    blend: bool = False
     n_points: int = 20000
-    rows: str = "global"
-    initial: str = "rows"
-    pde_weight: float = 1.0
-    initial_weight: float = 1.0
-    boundary_weight: float = 1.0
-    ridge: float = 1e-4
-    max_steps: int = 100
-    rtol: float = 1e-6
-    atol: float = 1e-10
-    damping: float = 1e-10
+    row_scope: RowScope = _layer_default("row_scope")
+    row_weights: RowWeights = _layer_default("row_weights")
+    solver: LevenbergMarquardt = _layer_default("solver")
+    start: Start = _layer_default("start")
+    initial_condition: InitialCondition = _layer_default("initial_condition")
+    overlap: tuple[int, ...] | None = _layer_default("overlap")
+    blend: bool = _layer_default("blend")
+    global_steps: int = 0
+
+    def layer_options(self) -> dict:
+        """The :class:`~pihc.constraint.HardConstraint` keyword arguments (all keys but ``global_steps``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "global_steps"}
+
+
+# Keys of earlier versions' constraint sections, for a message that names the new key.
+_RENAMED = {"rows": "row_scope", "initial": "initial_condition", "init": "start",
+            "pde_weight": "row_weights.pde", "initial_weight": "row_weights.initial",
+            "boundary_weight": "row_weights.boundary", "ridge": "row_weights.ridge",
+            "max_steps": "solver.max_steps", "rtol": "solver.rtol", "atol": "solver.atol",
+            "damping": "solver.damping"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +176,15 @@ def _coerce(tp, value, where: str):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return from_dict(tp, value, where)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{where} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -199,9 +222,15 @@ def from_dict(cls, d: dict, where: str = "config"):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - names
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys are {sorted(names)}")
+        renamed = [f"{k} is now {where.split('.')[-1]}.{_RENAMED[k]}" for k in sorted(unknown)
+                   if cls is ConstraintConfig and k in _RENAMED]
+        hint = f" ({'; '.join(renamed)})" if renamed else ""
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}{hint}; valid keys are {sorted(names)}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in d.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # the type's own checks (e.g. LevenbergMarquardt's)
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def to_dict(cfg) -> dict:
@@ -273,14 +302,10 @@ def validate(cfg: Config) -> None:
     """Checks that need no data or compute (the rest happens when the model is built)."""
     if cfg.model.method not in ("sc", "hc", "moe"):
         raise ConfigError(f"model.method must be 'sc', 'hc' or 'moe', got {cfg.model.method!r}")
-    if cfg.constraint.rows not in ("global", "local"):
-        raise ConfigError(f"constraint.rows must be 'global' or 'local', got {cfg.constraint.rows!r}")
-    if cfg.constraint.initial not in ("rows", "construction"):
-        raise ConfigError(f"constraint.initial must be 'rows' or 'construction', got {cfg.constraint.initial!r}")
     for name, v in [("optim.batch", cfg.optim.batch), ("optim.steps", cfg.optim.steps),
                     ("run.checkpoint_every", cfg.run.checkpoint_every),
                     ("model.n_basis", cfg.model.n_basis), ("model.width", cfg.model.width),
-                    ("model.layers", cfg.model.layers), ("constraint.n_points", cfg.constraint.n_points)]:
+                    ("model.layers", cfg.model.layers)]:
         if v < 1:
             raise ConfigError(f"{name} must be >= 1, got {v}")
     if not 0 <= cfg.constraint.global_steps <= cfg.optim.steps:

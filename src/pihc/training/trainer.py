@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from .. import __version__
-from ..constraint import ConstraintWeights, HardConstraint
+from ..constraint import HardConstraint
 from ..grid import Grid, GridError
 from ..least_squares import require_x64
 from ..losses import LossWeights, physics_loss
@@ -62,11 +62,7 @@ def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
     if len(splits) != grid.ndim:
         raise ConfigError(f"constraint.splits {splits} needs one entry per grid axis {grid.names}")
     try:
-        constraint = HardConstraint(
-            pde, grid, splits, cc.n_points, rows=cc.rows, initial=cc.initial,
-            overlap=None if cc.overlap is None else tuple(cc.overlap), blend=cc.blend,
-            weights=ConstraintWeights(cc.pde_weight, cc.initial_weight, cc.boundary_weight, cc.ridge),
-            max_steps=cc.max_steps, rtol=cc.rtol, atol=cc.atol, damping=cc.damping)
+        constraint = HardConstraint(pde, grid, **dict(cc.layer_options(), splits=splits))
     except GridError:  # names the axis already
         raise
     except ValueError as err:

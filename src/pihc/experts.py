@@ -1,0 +1,209 @@
+r"""One expert's least-squares problem: its residual, normal equations, Hessian and adjoint factors.
+
+Expert ``k`` of the constraint layer (:class:`~pihc.constraint.HardConstraint`)
+minimises ``1/2 ||r(w)||^2`` over its weights ``w`` (N of them), with
+
+.. math::
+    r(w) = \begin{pmatrix} s\, F(\Phi_j w + c_j) \quad (j \in S_k) \\
+                           S\, (R w + r_0) \\
+                           \rho\, w \end{pmatrix},
+
+where ``Phi_j`` (n_terms x N) and ``c_j`` are the PDE terms' linear and
+constant parts at the expert's point ``j`` (:mod:`pihc.linearise`),
+``F = pde.residual`` is pointwise, ``R`` and ``r_0`` are the initial and
+boundary rows (affine in ``w``), ``s = sqrt(lambda_pde / m)`` and the
+diagonal ``S`` weigh each block as a mean of squares over the rows the
+expert has (``S`` is zero on rows it does not fit), and ``rho`` is the ridge.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from .least_squares import RESULTS
+from .pdes.base import PDE
+
+__all__ = ["ExpertProblem", "RowWeights"]
+
+
+class RowWeights(eqx.Module):
+    """Weights of the blocks of an expert's problem.
+
+    Each block is a mean of squares, so a weight does not depend on how many
+    points or rows the block has.  The blocks' units differ (the PDE
+    residual of diffusion-sorption is ~1e-3 where the initial rows are ~1),
+    so balance them here rather than letting one dominate the fit.
+
+    Attributes:
+        pde: lambda_pde, the weight of the mean squared PDE residual.
+        initial: lambda_ic, of the mean squared initial-condition rows.
+        boundary: lambda_bc, of the mean squared boundary rows.
+        ridge: rho, the ridge rows ``rho * w`` (the paper's 1e-4).
+    """
+
+    pde: float = 1.0
+    initial: float = 1.0
+    boundary: float = 1.0
+    ridge: float = 1e-4
+
+    def __check_init__(self):
+        for name in ("pde", "initial", "boundary", "ridge"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"row weight {name} must be a finite number >= 0, got {v!r}")
+
+
+class RowsGram(NamedTuple):
+    """Normal equations of the linear rows and the ridge: ``R_s^T R_s + rho^2 I``, ``R_s^T r_s``, ``r_s . r_s``.
+
+    ``R_s = S R``, ``r_s = S r_0``.  They do not depend on ``w``: each solve
+    forms them once instead of in every iteration.
+    """
+
+    A: Float[Array, "N N"]
+    g: Float[Array, " N"]
+    cost: Float[Array, ""]
+
+
+class ExpertProblem(eqx.Module):
+    """One expert's problem (module docstring); a leading expert axis under ``vmap``.
+
+    Attributes:
+        phi: ``Phi``, the terms' linear parts at the expert's points, ``(m, n_terms, N)``.
+        c: the terms' constants there, ``(m, n_terms)``.
+        rows: ``R``, the initial then boundary rows' linear parts, ``(n_rows, N)``.
+        rows_offset: ``r_0``, their constants.
+        row_scale: ``S``'s diagonal.
+        pde: the PDE, whose ``residual`` is ``F``.
+        pde_scale: ``s``.
+        ridge: ``rho``.
+    """
+
+    phi: Float[Array, "m n_terms N"]
+    c: Float[Array, "m n_terms"]
+    rows: Float[Array, "n_rows N"]
+    rows_offset: Float[Array, " n_rows"]
+    row_scale: Float[Array, " n_rows"]
+    pde: PDE
+    pde_scale: float = eqx.field(static=True)
+    ridge: float = eqx.field(static=True)
+
+    def terms(self, w: Float[Array, " N"]) -> Float[Array, "m n_terms"]:
+        """The PDE terms at the points: ``Phi_j w + c_j``."""
+        return jnp.einsum("mtn,n->mt", self.phi, w) + self.c
+
+    def row_residual(self, w: Float[Array, " N"]) -> Float[Array, " n_rows"]:
+        """The weighted initial/boundary rows: ``S (R w + r_0)``."""
+        return self.row_scale * (self.rows @ w + self.rows_offset)
+
+    def residual(self, w: Float[Array, " N"]) -> Float[Array, " rows"]:
+        """``r(w)`` as stacked rows (what the solver minimises; the reference for the rest)."""
+        return jnp.concatenate([self.pde_scale * self.pde.residual(self.terms(w)), self.row_residual(w),
+                                self.ridge * w])
+
+    def optimality(self, w: Float[Array, " N"]) -> Float[Array, " N"]:
+        """``grad_w 1/2 ||r(w)||^2`` by autodiff of :meth:`residual`; zero at the solution."""
+        return jax.grad(lambda v: 0.5 * jnp.sum(self.residual(v) ** 2))(w)
+
+    def rows_gram(self) -> RowsGram:
+        R = self.row_scale[:, None] * self.rows
+        r0 = self.row_scale * self.rows_offset
+        n = self.rows.shape[1]
+        return RowsGram(R.T @ R + self.ridge ** 2 * jnp.eye(n, dtype=R.dtype), R.T @ r0, r0 @ r0)
+
+    def row_fit(self, gram: RowsGram) -> Float[Array, " N"]:
+        """argmin_w of the linear rows and the ridge alone: the solver's start (``start="row_fit"``)."""
+        w = -jnp.linalg.solve(gram.A, gram.g)
+        # A non-finite start (NaN in the basis) is left to the solver, which
+        # reports it; zeros are a valid fallback.
+        return jnp.where(jnp.all(jnp.isfinite(w)), w, jnp.zeros_like(w))
+
+    def pde_rows(self, w: Float[Array, " N"]) -> tuple[Float[Array, " m"], Float[Array, "m N"]]:
+        """The weighted PDE rows and their Jacobian ``J = s sum_t diag(dF/dT_t) Phi_t``."""
+        F, dF = jax.vmap(jax.value_and_grad(self.pde.residual))(self.terms(w))  # (m,), (m, n_terms)
+        return self.pde_scale * F, self.pde_scale * jnp.einsum("mt,mtn->mn", dF, self.phi)
+
+    def normal_equations(self, w: Float[Array, " N"], gram: RowsGram
+                         ) -> tuple[Float[Array, ""], Float[Array, " N"], Float[Array, "N N"]]:
+        """``(1/2 ||r||^2, J^T r, J^T J)`` with the linear rows' part from ``gram``."""
+        r, J = self.pde_rows(w)
+        Aw = gram.A @ w
+        cost = 0.5 * (r @ r + w @ Aw + 2.0 * gram.g @ w + gram.cost)
+        return cost, J.T @ r + Aw + gram.g, J.T @ J + gram.A
+
+    def hessian(self, w: Float[Array, " N"], gram: RowsGram) -> Float[Array, "N N"]:
+        """The exact Hessian of ``1/2 ||r||^2``: ``s^2 Phi^T (M Phi) + R_s^T R_s + rho^2 I``.
+
+        ``M_j`` (n_terms x n_terms) is the Hessian of ``F^2 / 2`` in the terms
+        at point ``j``: Gauss-Newton and curvature parts together.  Formed
+        so, the per-point second derivatives are evaluated once; ``jacfwd``
+        of the gradient (N tangents) would evaluate them N times.
+        """
+        P = self.curvature_product(w)
+        # Phi^T P as one (points * terms)-long contraction of 2-D arrays: as
+        # einsum("mtn,mtk->nk"), XLA's CPU backend fused the making of P into
+        # a dot with two contracting axes, several times slower.
+        n = P.shape[-1]
+        return self.pde_scale ** 2 * (self.phi.reshape(-1, n).T @ P.reshape(-1, n)) + gram.A
+
+    def curvature_product(self, w: Float[Array, " N"]) -> Float[Array, "m n_terms N"]:
+        """``M_j Phi_j`` at every point (see :meth:`hessian`)."""
+        M = jax.vmap(jax.hessian(lambda t: 0.5 * self.pde.residual(t) ** 2))(self.terms(w))
+        # n_terms broadcast products, not a dot batched over the points: XLA's
+        # CPU dot runs that as m tiny (n_terms x n_terms) @ (n_terms x N)
+        # products, slower than one fused pass over Phi.
+        return sum(M[..., :, s, None] * self.phi[..., s, None, :] for s in range(M.shape[-1]))
+
+    def adjoint_factors(self, w: Float[Array, " N"], status: Int[Array, ""], ct_w: Float[Array, " N"],
+                        gram: RowsGram):
+        r"""The implicit adjoint as two rank-one cotangents of ``(Phi, c, R, r_0)``.
+
+        With ``v = -H^{-1} ct_w`` the cotangent of every problem array is
+        that of ``v . G`` (``G = grad_w 1/2 ||r||^2``; :mod:`pihc.adjoint`).
+        ``G = s^2 Phi^T gamma + R^T S^2 (R w + r_0) + rho^2 w`` with
+        ``gamma_j = grad_T F^2/2`` at ``Phi_j w + c_j`` reads ``Phi`` and the
+        rows only through ``Phi_j w``, ``Phi_j^T (.)``, ``R w`` and ``R^T (.)``, so
+
+        .. math::
+            \bar\Phi_j = s^2 \gamma_j v^T + s^2 (\Gamma_j \Phi_j v) w^T, \quad
+            \bar c_j = s^2 \Gamma_j \Phi_j v, \\
+            \bar R = S^2 (R w + r_0) v^T + (S^2 R v) w^T, \quad \bar r_0 = S^2 R v,
+
+        with ``Gamma_j`` the Jacobian of ``gamma_j`` in the terms.  Returned
+        are the left factors on the points and rows, ``a_v`` (paired with
+        ``v``) and ``a_w`` (paired with ``w``), and ``v``; the constants'
+        cotangents are ``a_w``.  All zero for a failed solve.
+        """
+        ok = status == RESULTS.successful
+        v = jnp.where(ok, -jnp.linalg.solve(self.hessian(w, gram), ct_w), 0.0)
+        grad_h = jax.vmap(jax.grad(lambda t: 0.5 * self.pde.residual(t) ** 2))
+        gamma, Gamma_phi_v = jax.jvp(grad_h, (self.terms(w),), (jnp.einsum("mtn,n->mt", self.phi, v),))
+        s2, S2 = self.pde_scale ** 2, self.row_scale ** 2
+        a_v = (s2 * gamma, S2 * (self.rows @ w + self.rows_offset))
+        a_w = (s2 * Gamma_phi_v, S2 * (self.rows @ v))
+        # where, not a product: a failed solve's arrays may hold NaN (NaN * 0 = NaN).
+        return jax.tree.map(lambda x: jnp.where(ok, x, 0.0), (a_v, a_w)) + (v,)
+
+    def pde_cotangent(self, w: Float[Array, " N"], v: Float[Array, " N"]) -> PDE:
+        r"""The cotangent of the PDE's array fields through ``F`` itself: ``d/dtheta (v . G)``.
+
+        ``G``'s PDE part, ``s^2 Phi^T gamma(T; theta)``, depends on the
+        constants ``theta`` also through ``F``; at fixed terms ``T_j`` its
+        derivative paired with ``v`` is that of
+        ``s^2 sum_j (Phi_j v) . grad_T F^2/2 (T_j; theta)``.  (Constants that
+        enter the terms or rows are the row map's; see
+        :class:`~pihc.constraint.ExpertsProblem`.)
+        """
+        T, phi_v = self.terms(w), jnp.einsum("mtn,n->mt", self.phi, v)
+
+        def pairing(pde):
+            gamma = jax.vmap(jax.grad(lambda t: 0.5 * pde.residual(t) ** 2))(T)
+            return self.pde_scale ** 2 * jnp.vdot(phi_v, gamma)
+
+        return eqx.filter_grad(pairing)(self.pde)
