@@ -49,8 +49,9 @@ def tiny_config(tmp_path, method="moe", **over) -> Config:
     d = {"problem": "tiny-test",
          "data": {"path": str(data), "nt": 9, "nx": 32, "test_samples": 4},
          "model": {"method": method, "width": 8, "modes": [3, 4], "layers": 2, "n_basis": 4},
-         "constraint": {"splits": [1, 2], "n_points": 40, "pde_weight": 40.0, "initial_weight": 32.0,
-                        "boundary_weight": 16.0, "rtol": 1e-6},
+         "constraint": {"splits": [1, 2], "n_points": 40,
+                        "row_weights": {"pde": 40.0, "initial": 32.0, "boundary": 16.0},
+                        "solver": {"rtol": 1e-6, "atol": 1e-10}},
          "optim": {"batch": 3, "steps": 4, "decay_every": 2},
          "run": {"checkpoint_every": 2}}
     for k, v in over.items():
@@ -148,7 +149,7 @@ def test_failed_solves_are_excluded_and_counted(tmp_path):
     """max_steps=1 makes every solve fail: the step reports it and updates nothing."""
     from pihc.training.trainer import make_optimizer, make_step
 
-    cfg = tiny_config(tmp_path, "moe", constraint__max_steps=1, constraint__rtol=1e-14)
+    cfg = tiny_config(tmp_path, "moe", constraint__solver={"max_steps": 1, "rtol": 1e-14, "atol": 1e-10})
     data = _TinyData()
     grid = diffusion_sorption_grid(9, 32, t_max=40.0)
     model = build_model(cfg, data.pde, grid, jax.random.key(0))
