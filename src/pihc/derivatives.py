@@ -154,8 +154,7 @@ def diff2_ghost(u: Float[Array, "..."], axis: int, h: float, lo_ghost, hi_ghost
     hi = jnp.expand_dims(jnp.broadcast_to(hi_ghost, _without(u.shape, axis)), axis).astype(u.dtype)
     # Edge rows and interior rows computed apart and joined, rather than the
     # stencil applied to u padded with the ghosts: padding copies the whole
-    # array, and its transpose (in every backward pass) copies it again; this
-    # form is 4x cheaper forward + backward (benchmarks/step_profile.py).
+    # array, and its transpose (in every backward pass) copies it again.
     first = _take(u, axis, 1, 2) - 2.0 * _take(u, axis, 0, 1) + lo
     inner = _take(u, axis, 2) - 2.0 * _take(u, axis, 1, -1) + _take(u, axis, 0, -2)
     last = hi - 2.0 * _take(u, axis, -1) + _take(u, axis, -2, -1)

@@ -37,11 +37,10 @@ class DiffusionSorption(PDE):
     least-squares problem, not the PDE: with ``u_t - D u_xx / R(u)`` a region
     where u dips below 0 (R saturates at ~13) hides a frozen front almost for
     free, and central time differences decouple odd and even time rows.
-    Levenberg-Marquardt over all grid values, started from u = 0 on the
-    51 x 256 grid, stalls at 113-116% error with the divided form (either
-    stencil), is at 24% after 60 steps with the multiplied form and central
-    differences (odd and even rows drift apart), and reaches the floor (0.9%)
-    in 20 steps with both changed.
+    Levenberg-Marquardt over all grid values, started from u = 0, stalls far
+    from the solution with the divided form and reaches the discretisation
+    floor with both changes (``pihc.training.floor``; the measurements are in
+    docs/design.md and docs/results.md).
 
     The spatial operator is PDEBench's cell-centred finite-volume Laplacian:
     the compact stencil closed by a ghost value beyond each end.  PDEBench's
@@ -53,8 +52,8 @@ class DiffusionSorption(PDE):
     (:meth:`ghosts`).  On PDEBench's own grid this is its closure exactly; on a
     coarser grid it keeps the restricted data consistent: holding the ghost
     itself at 1 on a 256-cell grid moves the boundary by 1.5 fine cells and
-    gives the converged solution a residual ~0.05 in the first cell, 28 times
-    the rest of its training loss.  The boundary *rows* say the same thing
+    gives the converged solution a residual in the first cell that dominates
+    its training loss.  The boundary *rows* say the same thing
     in row form: the quadratic extrapolation of u to the boundary location
     equals the boundary value.
 
