@@ -1,34 +1,25 @@
-"""Where a PI-HC-MoE training step spends its time, and the kernels chosen for it.
+"""Where a PI-HC / PI-HC-MoE training step spends its time, part by part.
 
-Two parts, measured in one process:
+Measured in one process, each part forward and forward + backward, median of
+interleaved repeats:
 
-1. **Profile** of one jitted training step (``jax.profiler`` trace), each
-   XLA kernel attributed to the named scope it came from
-   (``pihc.backbone``, ``pihc.constraint.problems`` / ``.solve`` /
-   ``.assemble``, ``pihc.loss``), forward and backward apart.
-2. **Comparisons** of the formulations the constraint layer uses against the
-   straightforward ones they replaced, each forward + backward (or forward
-   where there is no backward), median of interleaved repeats:
-
-   * sampling: float32 scores over each expert's own domain points and a
-     threshold search for the largest (the same points as ``top_k``),
-     against ``top_k`` on those scores and on float64 scores over the whole
-     grid;
-   * ``diff2_ghost``: edge and interior rows joined, against the stencil on
-     the array padded with its ghosts;
-   * ``linearise``'s basis columns: the column-at-a-time transpose
-     (``_columns``), against plain ``vmap`` autodiff;
-   * the implicit backward's exact Hessian, ``Phi^T (M Phi)`` as one 2-D
-     dot, against the einsum over (points, terms) it replaced;
-   * the whole constraint layer with the solver's initial damping of the
-     run's config, against the textbook 1e-3 (iterations per solve, time,
-     and how far the weights and gradients move: the solutions agree to
-     the solver's tolerance);
+* the whole jitted training step (``pihc.training.make_step``);
+* the backbone: the model's basis for the batch (the gradient with respect
+  to the network's parameters);
+* the constraint layer (``HardConstraint`` called on that basis; the
+  gradient with respect to the basis), at the solver's initial damping of
+  the run's config and at the textbook 1e-3, with the Levenberg-Marquardt
+  iterations per solve and how far the weights and the gradients move
+  between the two (they agree to the solver's tolerance);
+* the physics loss of the constrained prediction, on the grid the training
+  loss uses (``loss.coarsen``);
 
 and the solver's iterations per solve with untrained parameters (two
-initialisations) at both dampings.
+initialisations) at both dampings.  Each part is compiled on its own, so the
+parts need not add up to the step: inside the step XLA fuses across them.
 
     python benchmarks/step_profile.py --run runs/accuracy/moe-small --out benchmarks/out/step_profile.json
+    python benchmarks/step_profile.py --small --repeats 2   # quick check: a tiny model on generated data
 """
 
 from __future__ import annotations
@@ -36,18 +27,17 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import glob
-import gzip
 import json
-import re
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-SCOPES = ("pihc.backbone", "pihc.constraint.problems", "pihc.constraint.solve",
-          "pihc.constraint.assemble", "pihc.loss")
+# --small: a tiny grid, dataset and network (the data file is generated when missing).
+SMALL = ["data.path=benchmarks/out/diffusion-sorption-tiny.h5", "data.generate.samples=8",
+         "data.generate.nt=11", "data.generate.nx=64", "data.nt=11", "data.nx=64", "data.train_samples=4",
+         "data.test_samples=4", "model.width=8", "model.modes=[3,4]", "model.layers=2", "model.n_basis=4",
+         "constraint.n_points=40", "optim.batch=2"]
 
 
 def _median_ms(fns: dict, repeats: int) -> dict:
@@ -64,150 +54,78 @@ def _median_ms(fns: dict, repeats: int) -> dict:
     return {k: 1e3 * float(np.median(v)) for k, v in times.items()}
 
 
-def profile_step(step, args, repeats: int) -> dict:
-    """Milliseconds per step in each named scope (forward / backward), from a profiler trace.
-
-    ``step`` is an ``equinox.filter_jit`` function.
-    """
-    import jax
-
-    compiled = step.lower(*args).compile()  # profile this executable, whose HLO we read
-    step = compiled
-    hlo = compiled.compiled.as_text()
-    scope_of = {}
-    for line in hlo.splitlines():
-        m = re.match(r'\s*(?:ROOT )?%([^ ]+) = .*?op_name="([^"]+)"', line)
-        if m:
-            name = m.group(2)
-            hit = [s for s in SCOPES if s in name]
-            part = "backward" if "transpose(" in name else "forward"
-            scope_of[m.group(1)] = f"{hit[0] if hit else 'other'} {part}"
-    jax.block_until_ready(step(*args))
-    with tempfile.TemporaryDirectory() as d:
-        with jax.profiler.trace(d, create_perfetto_trace=True):
-            for _ in range(repeats):
-                jax.block_until_ready(step(*args))
-        trace = glob.glob(f"{d}/**/*.trace.json.gz", recursive=True)
-        if not trace:
-            raise RuntimeError("jax.profiler wrote no trace; is the profiler available?")
-        events = json.load(gzip.open(trace[0]))["traceEvents"]
-    total = collections.Counter()
-    for e in events:
-        if e.get("ph") == "X" and "dur" in e and e["name"] in scope_of:
-            total[scope_of[e["name"]]] += e["dur"]
-    # Kernel time summed over threads, so it can exceed the wall time.
-    return {k: v / 1e3 / repeats for k, v in sorted(total.items())}
+def _rel_diff(a, b) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
-def comparisons(model, u0, keys, repeats: int) -> dict:
+def parts(cfg, data, model, u0, keys, repeats: int) -> dict:
+    """Forward and forward + backward milliseconds of the backbone, the constraint layer and the loss."""
+    import equinox as eqx
     import jax
     import jax.numpy as jnp
 
-    from pihc.constraint import linearise
-    from pihc.derivatives import _take, diff2_ghost
+    from pihc import LossWeights, physics_loss
+    from pihc.training import loss_grid
 
+    grid, pde = data.grid, data.pde
     con = model.constraint
-    grid, pde = con.grid, con.pde
     basis = jax.jit(jax.vmap(model.basis))(u0)
-    out = {}
 
-    def sample_grid64(key):  # the former sampler
-        dom = jnp.asarray(con.sampling_domains())
-        scores = jnp.where(dom, jax.random.uniform(key, dom.shape, jnp.float64), -1.0)
-        return jax.lax.top_k(scores, con.n_points)[1]
+    # The backbone: the basis of the batch, and the gradient of <basis, probe> in the parameters.
+    probe_b = jax.random.normal(jax.random.key(1), basis.shape, basis.dtype)
+    backbone = {
+        "forward": (eqx.filter_jit(lambda m, a: jax.vmap(m.basis)(a)), (model, u0)),
+        "forward_backward": (eqx.filter_jit(eqx.filter_grad(
+            lambda m, a: jnp.sum(jax.vmap(m.basis)(a) * probe_b))), (model, u0)),
+    }
 
-    def sample_top_k(key):  # the sampler before the threshold search: the same points, by score
-        cand, valid = con._candidates()
-        scores = jnp.where(valid, jax.random.uniform(key, cand.shape, jnp.float32), -1.0)
-        return jnp.take_along_axis(jnp.asarray(cand), jax.lax.top_k(scores, con.n_points)[1], axis=1)
-
-    same = bool(np.array_equal(np.sort(np.asarray(jax.vmap(sample_top_k)(keys)), axis=-1),
-                               np.asarray(jax.vmap(con.sample)(keys))))
-    out["sampling_ms"] = _median_ms({"float32 scores over own domain, threshold search (used)":
-                                     (jax.jit(jax.vmap(con.sample)), (keys,)),
-                                     "float32 scores over own domain, top_k": (jax.jit(jax.vmap(sample_top_k)), (keys,)),
-                                     "float64 scores over the grid, top_k": (jax.jit(jax.vmap(sample_grid64)), (keys,))},
-                                    repeats)
-    out["sampling_same_points_as_top_k"] = same
-
-    def padded(u, axis, h, lo, hi):  # the former diff2_ghost
-        lo, hi = jnp.expand_dims(lo, axis), jnp.expand_dims(hi, axis)
-        p = jnp.concatenate([lo, u, hi], axis=axis)
-        return (_take(p, axis, 2) - 2.0 * u + _take(p, axis, 0, -2)) / h ** 2
-
-    dx = grid.spacing("x")
-    cols = jnp.moveaxis(basis.astype(jnp.float64), -1, 1)  # (batch, N, nt, nx)
-
-    def d2_loss(op):
-        def f(u):
-            lo, hi = pde.ghosts(u, dx)
-            return jnp.sum(op(u, u.ndim - 1, dx, lo, hi) ** 2)
-        return jax.jit(jax.grad(f))
-
-    out["diff2_ghost_fwd_bwd_ms"] = _median_ms({"edges and interior joined (used)": (d2_loss(diff2_ghost), (cols,)),
-                                                "padded with the ghosts": (d2_loss(padded), (cols,))}, repeats)
-
-    idx = jax.jit(jax.vmap(con.sample))(keys)
-    probe = jax.random.normal(jax.random.key(1), (u0.shape[0],) + idx.shape[1:] + (len(pde.term_names), basis.shape[-1]))
-
-    def lin_loss(b, pts):
-        lin = jax.vmap(lambda b, a, p: linearise(pde, b.astype(jnp.float64), a, grid, con.initial, points=p))(b, u0, pts)
-        return jnp.sum(lin["phi"] * probe) + jnp.sum(lin["ic"] ** 2) + jnp.sum(lin["bc"] ** 2)
-
-    def plain_loss(b, pts):  # the former: vmap over the columns, autodiff's transpose
-        def one(b, a, p):
-            def f(u):
-                t = pde.terms(u, grid).reshape(-1, len(pde.term_names))[p]
-                return t, pde.initial_rows(u, a, grid), pde.boundary_rows(u, grid)
-            return jax.vmap(f, in_axes=-1, out_axes=-1)(b.astype(jnp.float64))
-        phi, ic, bc = jax.vmap(one)(b, u0, pts)
-        return jnp.sum(phi * probe) + jnp.sum(ic ** 2) + jnp.sum(bc ** 2)
-
+    # The constraint layer at the config's damping and at 1e-3; the gradient of <u, probe> in the basis.
     probe_u = jax.random.normal(jax.random.key(2), basis.shape[:-1], jnp.float64)
-    layers = {f"damping {con.damping:g} (used)": con, "damping 0.001": dataclasses.replace(con, damping=1e-3)}
+    layers = {f"damping {con.damping:g} (config)": con, "damping 0.001": dataclasses.replace(con, damping=1e-3)}
 
     def layer_grad(c):
-        def loss(b):
-            sol = jax.vmap(c)(b, u0, keys)
+        def loss(b, a, k):
+            sol = jax.vmap(c)(b, a, k)
             return jnp.sum(sol.u * probe_u), sol
         return jax.jit(jax.grad(loss, has_aux=True))
 
+    fwd = {k: jax.jit(jax.vmap(c)) for k, c in layers.items()}
     grads = {k: layer_grad(c) for k, c in layers.items()}
-    res = {k: g(basis) for k, g in grads.items()}
-    (g_used, s_used), (g_old, s_old) = res.values()
-    out["constraint_layer"] = {
-        "fwd_bwd_ms": _median_ms({k: (g, (basis,)) for k, g in grads.items()}, repeats),
+    res = {k: g(basis, u0, keys) for k, g in grads.items()}
+    (g_cfg, s_cfg), (g_old, s_old) = res.values()
+    layer = {
+        "forward_ms": _median_ms({k: (f, (basis, u0, keys)) for k, f in fwd.items()}, repeats),
+        "forward_backward_ms": _median_ms({k: (g, (basis, u0, keys)) for k, g in grads.items()}, repeats),
         "solver_steps_mean": {k: float(r[1].solution.num_steps.mean()) for k, r in res.items()},
         "solver_steps_max": {k: int(r[1].solution.num_steps.max()) for k, r in res.items()},
-        "weights_max_rel_diff": float(jnp.max(jnp.abs(s_used.weights - s_old.weights)) / jnp.max(jnp.abs(s_old.weights))),
-        "grad_max_rel_diff": float(jnp.max(jnp.abs(g_used - g_old)) / jnp.max(jnp.abs(g_old))),
-        "rtol": con.rtol}
-    # The implicit backward's exact Hessian (one per sample and expert) at the solved weights.
-    from pihc.constraint import _ARG_AXES
-    args = jax.jit(jax.vmap(lambda b, a, k: con.problems(b, a, k)[0]))(basis, u0, keys)
+        "failed_solves": {k: int((~r[1].solution.converged).sum()) for k, r in res.items()},
+        "weights_max_rel_diff": _rel_diff(s_cfg.weights, s_old.weights),
+        "grad_max_rel_diff": _rel_diff(g_cfg, g_old),
+        "rtol": con.rtol,
+    }
 
-    def hessian_einsum(w, a):  # the former: Phi^T (M Phi) as an einsum over (points, terms)
-        P = con._curvature_product(w, a)
-        return con._scales(a)[0] ** 2 * jnp.einsum("mtn,mtk->nk", a["phi"], P) + a["rows_A"]
+    # The loss, as the training step takes it (restricted to the loss grid when loss.coarsen is set).
+    lgrid, factors = loss_grid(cfg, grid)
+    weights = LossWeights(cfg.loss.pde, cfg.loss.initial, cfg.loss.boundary)
 
-    def per_expert(h):
-        return jax.jit(jax.vmap(jax.vmap(lambda w, a: h(w, dict(a, **con._rows_gram(a))), in_axes=(0, _ARG_AXES))))
+    def loss(u, a):
+        if factors:
+            u = jax.vmap(lambda v: grid.restrict(v, factors))(u)
+            a = jax.vmap(lambda x: grid.restrict(x[None], factors)[0])(a)
+        return jnp.mean(jax.vmap(lambda v, x: physics_loss(pde, v, x, lgrid, weights)[0])(u, a))
 
-    hess = {"Phi^T P as one 2-D dot (used)": per_expert(con.hessian), "einsum mtn,mtk->nk": per_expert(hessian_einsum)}
-    h_used, h_old = (h(s_used.weights, args) for h in hess.values())
-    out["hessian"] = {"ms": _median_ms({k: (h, (s_used.weights, args)) for k, h in hess.items()}, repeats),
-                      "max_rel_diff": float(jnp.max(jnp.abs(h_used - h_old)) / jnp.max(jnp.abs(h_old)))}
-    out["linearise_fwd_bwd_ms"] = _median_ms(
-        {"column-at-a-time transpose (used)": (jax.jit(jax.grad(lin_loss)), (basis, idx)),
-         "vmap, autodiff transpose": (jax.jit(jax.grad(plain_loss)), (basis, idx))}, repeats)
-    return out
+    u = s_cfg.u
+    loss_ms = {"forward": (jax.jit(loss), (u, u0)), "forward_backward": (jax.jit(jax.grad(loss)), (u, u0))}
+    return {"backbone_ms": _median_ms(backbone, repeats), "constraint_layer": layer,
+            "loss_ms": _median_ms(loss_ms, repeats), "loss_grid": list(lgrid.shape)}
 
 
 def untrained_solver_steps(cfg, data, u0, keys, seeds=(0, 1)) -> dict:
-    """LM iterations per solve with untrained parameters, at the run's damping and at 1e-3."""
+    """LM iterations per solve with untrained parameters, at the config's damping and at 1e-3."""
     import jax
 
-    from pihc.training.trainer import build_model
+    from pihc.training import build_model
 
     out = {}
     for s in seeds:
@@ -218,7 +136,7 @@ def untrained_solver_steps(cfg, data, u0, keys, seeds=(0, 1)) -> dict:
             sol = jax.jit(jax.vmap(c))(basis, u0, keys).solution
             out[f"init key {s}, damping {d:g}"] = {"mean": float(sol.num_steps.mean()),
                                                     "max": int(sol.num_steps.max()),
-                                                    "failed": int((sol.status != 0).sum())}
+                                                    "failed": int((~sol.converged).sum())}
     return out
 
 
@@ -228,22 +146,27 @@ def main(argv=None) -> dict:
     import jax.numpy as jnp
 
     jax.config.update("jax_enable_x64", True)
-    from pihc.training.config import load_config
-    from pihc.training.trainer import (build_model, load_initial, load_run, make_optimizer, make_step,
-                                       prepare_data)
+    from pihc.training import build_model, load_config, load_initial, load_run, make_optimizer, make_step, prepare_data
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", help="a trained PI-HC / PI-HC-MoE run directory (its parameters and config)")
     p.add_argument("--config", default="diffusion-sorption/moe-small", help="used when --run is not given")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override of --config, e.g. --set optim.batch=2 (repeatable)")
+    p.add_argument("--small", action="store_true",
+                   help="a tiny model on an 11 x 64 grid (8 generated samples): a quick check that it runs")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--out", default="benchmarks/out/step_profile.json")
     a = p.parse_args(argv)
+    if a.run and (a.set or a.small):
+        raise SystemExit("error: --run uses the run's own config; drop --set/--small")
 
+    overrides = (SMALL if a.small else []) + a.set
     if a.run:
         cfg, data, model, _ = load_run(a.run, log=lambda s: None)
     else:
-        cfg = load_config(a.config, [])
-        data = prepare_data(cfg)
+        cfg = load_config(a.config, overrides)
+        data = prepare_data(cfg, log=lambda s: None)
         model = build_model(cfg, data.pde, data.grid, jax.random.key(1))
     if cfg.model.method not in ("hc", "moe"):
         raise SystemExit(f"error: step_profile needs a hard-constrained model, got method {cfg.model.method!r}")
@@ -252,12 +175,11 @@ def main(argv=None) -> dict:
     opt = make_optimizer(cfg)
     state = opt.init(eqx.filter(model, eqx.is_inexact_array))
     step = make_step(cfg, opt, data.pde, data.grid)
-    args = (model, state, u0, keys)
-    out = {"run": a.run, "config": None if a.run else a.config,
+    out = {"run": a.run, "config": None if a.run else a.config, "overrides": [] if a.run else overrides,
            "method": cfg.model.method, "batch": cfg.optim.batch, "grid": list(data.grid.shape),
-           "step_ms": _median_ms({"step": (step, args)}, a.repeats)["step"],
-           "profile_ms": profile_step(step, args, a.repeats),
-           "comparisons": comparisons(model, u0, keys, a.repeats),
+           "repeats": a.repeats,
+           "step_ms": _median_ms({"step": (step, (model, state, u0, keys))}, a.repeats)["step"],
+           **parts(cfg, data, model, u0, keys, a.repeats),
            "untrained_solver_steps": untrained_solver_steps(cfg, data, u0, keys)}
     print(json.dumps(out, indent=2))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
