@@ -19,13 +19,19 @@ backward pass is the gradient of ``mean(u^2) / 2`` with respect to those
 coefficients.  It goes through the whole layer: the implicit adjoint, the
 gather of the sampled points and the linearisation on the full grid.
 
-Both solvers get the same residual function (``HardConstraint.residual``),
-the same sampled points, the same start (the layer's ``init="rows"``), the
-same ``rtol``/``atol`` and float64.  Ours is
-:func:`pihc.least_squares.least_squares` with the layer's structured
-Jacobian.  Theirs is ``optx.least_squares(..., optx.LevenbergMarquardt(rtol,
-atol), adjoint=optx.ImplicitAdjoint())``.  Everything else in the pipeline
-is the same code.
+Ours is the layer itself, ``HardConstraint(...)(basis, u0, key)``: its
+point sampling, linearisation, Levenberg-Marquardt solves and structured
+implicit adjoint.  Theirs solves the same problems with
+``optx.least_squares(..., optx.LevenbergMarquardt(rtol, atol),
+adjoint=optx.ImplicitAdjoint())``: each expert's residual is written here
+from the layer's documented objective (:func:`expert_problems`), with the
+PDE terms and rows from :func:`pihc.linearise` at the points the layer
+sampled (``ConstrainedSolution.points``, computed once before the timing),
+started where the layer starts (``init="rows"``: the linear rows' solution),
+with the same ``rtol``/``atol``, ``max_steps`` and float64.  Both sides
+assemble ``u`` from the experts' blocks the same way.  The weights the two
+find agree to the solvers' tolerances when the objectives are the same;
+``weights_max_rel_diff`` checks it.
 
 Each (P, K) configuration runs in a fresh subprocess, so that its peak
 resident memory (``ru_maxrss``) is its own.  That figure is taken after our
@@ -118,24 +124,63 @@ def _estimate_bytes_per_sample(nt: int, nx: int, points: int, experts: int) -> f
 # --------------------------------------------------------------------------- solvers
 
 
-def _optimistix_layer(hc, basis, u0, key):
-    """The layer's forward pass with optimistix in place of our solver (same
-    linearisation, points, start and residual).  Returns (u, weights, steps, ok)."""
+def expert_problems(hc, basis, u0, points):
+    r"""Each expert's least-squares problem, written from the layer's objective (:mod:`pihc.constraint`).
+
+    Expert ``k`` minimises ``1/2 ||r_k(w)||^2`` with the stacked residual
+
+    .. math::
+        r_k(w) = \big[\sqrt{\lambda_{pde}/m}\, F(\Phi_j w + c_j)_{j \in S_k},\;
+                 \sqrt{\lambda_{ic}/n_{ic}}\, (A^{ic} w + a^{ic}),\;
+                 \sqrt{\lambda_{bc}/n_{bc}}\, (A^{bc} w + a^{bc}),\; \rho\, w\big]
+
+    (every expert fits all initial/boundary rows: the layer's ``rows="global"``).
+    ``Phi``, ``c`` and the rows come from :func:`pihc.linearise` at the points
+    ``S_k`` the layer sampled.  Returns ``(residual, args, in_axes, w0, lin)``:
+    ``args`` batched over the experts along ``in_axes``, and ``w0`` the
+    layer's start (``init="rows"``): the minimiser of the linear rows and the
+    ridge alone.
+    """
+    import jax.numpy as jnp
+
+    from pihc import linearise
+
+    lin = linearise(hc.pde, basis, u0, hc.grid, points=points)
+    wt, m = hc.weights, points.shape[-1]
+    s_pde = math.sqrt(wt.pde / m)
+    s_ic = math.sqrt(wt.initial / max(lin["ic"].shape[0], 1))
+    s_bc = math.sqrt(wt.boundary / max(lin["bc"].shape[0], 1))
+
+    def residual(w, a):
+        T = jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"]
+        return jnp.concatenate([s_pde * hc.pde.residual(T), s_ic * (a["ic"] @ w + a["ic_offset"]),
+                                s_bc * (a["bc"] @ w + a["bc_offset"]), wt.ridge * w])
+
+    args = {k: lin[k] for k in ("phi", "c", "ic", "ic_offset", "bc", "bc_offset")}
+    in_axes = dict(phi=0, c=0, ic=None, ic_offset=None, bc=None, bc_offset=None)
+    R = jnp.concatenate([s_ic * lin["ic"], s_bc * lin["bc"]])
+    r0 = jnp.concatenate([s_ic * lin["ic_offset"], s_bc * lin["bc_offset"]])
+    n = R.shape[1]
+    w0 = -jnp.linalg.solve(R.T @ R + wt.ridge ** 2 * jnp.eye(n, dtype=R.dtype), R.T @ r0)
+    return residual, args, in_axes, jnp.broadcast_to(w0, (points.shape[0], n)), lin
+
+
+def _optimistix_layer(hc, basis, u0, points):
+    """The layer's forward pass with optimistix's Levenberg-Marquardt in place of pihc's solver:
+    the same points, objective and start.  Returns (u, weights, steps, ok, residual norm)."""
     import jax
     import jax.numpy as jnp
     import optimistix as optx
 
-    from pihc.partition import partition, unpartition
+    from pihc import partition, unpartition
 
-    # The layer's own problem assembly and start: only the solver differs.
-    args, in_axes, lin, _ = hc.problems(basis, u0, key)
-    w0 = hc.initial_weights(args, in_axes)
+    residual, args, in_axes, w0, lin = expert_problems(hc, basis, u0, points)
     solver = optx.LevenbergMarquardt(rtol=hc.rtol, atol=hc.atol)
 
     def solve(w_start, a):
-        sol = optx.least_squares(hc.residual, solver, w_start, a, max_steps=hc.max_steps,
+        sol = optx.least_squares(residual, solver, w_start, a, max_steps=hc.max_steps,
                                  adjoint=optx.ImplicitAdjoint(), throw=False)
-        rnorm = jnp.linalg.norm(hc.residual(jax.lax.stop_gradient(sol.value), jax.lax.stop_gradient(a)))
+        rnorm = jnp.linalg.norm(residual(jax.lax.stop_gradient(sol.value), jax.lax.stop_gradient(a)))
         return sol.value, sol.stats["num_steps"], sol.result == optx.RESULTS.successful, rnorm
 
     w, steps, ok, rnorm = jax.vmap(solve, in_axes=(0, in_axes))(jax.lax.stop_gradient(w0), args)
@@ -145,21 +190,23 @@ def _optimistix_layer(hc, basis, u0, key):
 
 
 def _sample_fns(hc):
-    """Per-sample ``(theta, c0, key) -> (loss, stats)`` for ours and optimistix."""
-    import jax.numpy as jnp
+    """Per-sample ``(theta, c0, key, points) -> (loss, stats)`` for ours and optimistix.
 
-    from pihc.least_squares import RESULTS
+    Ours samples its points from ``key``; optimistix gets the points ours
+    sampled (``points``, computed once before the timing).
+    """
+    import jax.numpy as jnp
 
     nx = hc.grid.shape[1]
 
-    def ours(theta, c0, key):
+    def ours(theta, c0, key, points):
         out = hc(evaluate_basis(theta, hc.grid), jnp.full(nx, c0), key)
         s = out.solution
         return 0.5 * jnp.mean(out.u ** 2), dict(w=out.weights, steps=s.num_steps, rnorm=s.residual_norm,
-                                               ok=s.status == RESULTS.successful)
+                                               ok=s.converged)
 
-    def theirs(theta, c0, key):
-        u, w, steps, ok, rnorm = _optimistix_layer(hc, evaluate_basis(theta, hc.grid), jnp.full(nx, c0), key)
+    def theirs(theta, c0, key, points):
+        u, w, steps, ok, rnorm = _optimistix_layer(hc, evaluate_basis(theta, hc.grid), jnp.full(nx, c0), points)
         return 0.5 * jnp.mean(u ** 2), dict(w=w, steps=steps, rnorm=rnorm, ok=ok)
 
     return ours, theirs
@@ -203,8 +250,7 @@ def run_config(points: int, experts: int, batch: int, repeats: int, optimistix: 
     import jax.numpy as jnp
 
     jax.config.update("jax_enable_x64", True)
-    from pihc.constraint import ConstraintWeights, HardConstraint
-    from pihc.pdes import DiffusionSorption, diffusion_sorption_grid
+    from pihc import ConstraintWeights, DiffusionSorption, HardConstraint, diffusion_sorption_grid
 
     nt, nx = choose_grid(points, experts)
     grid = diffusion_sorption_grid(nt, nx)
@@ -217,6 +263,9 @@ def run_config(points: int, experts: int, batch: int, repeats: int, optimistix: 
     theta = {k: jnp.asarray(v) for k, v in theta_np.items()}
     c0 = jnp.asarray(c0_np)
     keys = jax.random.split(jax.random.key(seed + 1), batch)
+    # The points ours samples from each key (they depend on the key alone), for optimistix.
+    sampled = _batched(lambda t, c, k: hc(evaluate_basis(t, grid), jnp.full(nx, c), k).points, mode)(
+        theta, c0, keys)
     rss_base = _peak_rss_gb()
     ours, theirs = _sample_fns(hc)
     fns = {"ours": {"fwd": _batched(ours, mode), "fwd_bwd": _batched(_fwd_bwd(ours), mode)}}
@@ -229,14 +278,14 @@ def run_config(points: int, experts: int, batch: int, repeats: int, optimistix: 
     for name in fns:  # warm-up (compile + first run); ours first so its peak memory is its own
         for phase, f in fns[name].items():
             times[name, phase] = []
-            dt, out = _timed(f, theta, c0, keys)
+            dt, out = _timed(f, theta, c0, keys, sampled)
             row[f"{name}_{phase}_first_s"] = dt
             results[name, phase] = out
         if name == "ours":
             row["ours_peak_rss_gb"] = _peak_rss_gb()
     for _ in range(repeats):  # interleaved, so changes in machine load hit both alike
         for (name, phase) in times:
-            times[name, phase].append(_timed(fns[name][phase], theta, c0, keys)[0])
+            times[name, phase].append(_timed(fns[name][phase], theta, c0, keys, sampled)[0])
     row["peak_rss_gb"] = _peak_rss_gb()
     row["baseline_rss_gb"] = rss_base
     for (name, phase), ts in times.items():
@@ -287,7 +336,7 @@ def _worker(spec: dict) -> None:
 
 
 def _run_subprocess(spec: dict, timeout: float) -> dict:
-    cmd = [sys.executable, "-m", "pihc.bench.constraint_scaling", "--worker", json.dumps(spec)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     env = dict(os.environ, JAX_ENABLE_X64="1")
     t0 = time.perf_counter()
     try:
@@ -378,7 +427,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="pihc bench constraint", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--points", type=float, nargs="+", default=[1e2, 1e3, 1e4, 2e4, 1e5, 1e6],
                    help="sampled points per expert")
     p.add_argument("--experts", type=int, nargs="+", default=[1, 2, 4, 8], help="K (splits (1, K))")
@@ -407,6 +456,12 @@ def main(argv=None) -> dict:
         return {}
     if a.small:
         a.points, a.experts, a.batch, a.repeats = [1e2, 1e3, 1e4], [1, 4], 2, 2
+    if not a.no_optimistix:
+        try:
+            import optimistix  # noqa: F401
+        except ImportError:
+            raise SystemExit('error: this benchmark compares against optimistix, which is not installed:'
+                             ' pip install -e ".[bench]" (or run with --no-optimistix)') from None
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
