@@ -12,6 +12,7 @@ worst, and whether PI-HC-MoE < PI-HC < PI-SC holds seed by seed.
     python benchmarks/accuracy.py --configs diffusion-sorption/sc-small \\
         diffusion-sorption/hc-small diffusion-sorption/moe-small --out-dir runs/accuracy
     python benchmarks/accuracy.py --seeds 0 1 2 --out-dir runs/accuracy
+    python benchmarks/accuracy.py --small --seeds 0 1   # quick check: tiny models, two steps each
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ import numpy as np
 
 PAPER = {"sc": "85.93% +- 5.07%", "hc": "7.55% +- 8.10%", "moe": "3.60% +- 2.93%"}
 NAMES = {"sc": "PI-SC", "hc": "PI-HC", "moe": "PI-HC-MoE"}
+# --small: a tiny grid, dataset and network, two training steps (the data file is generated when missing).
+SMALL = ["data.path=benchmarks/out/diffusion-sorption-tiny.h5", "data.generate.samples=8",
+         "data.generate.nt=11", "data.generate.nx=64", "data.nt=11", "data.nx=64", "data.train_samples=4",
+         "data.test_samples=4", "model.width=8", "model.modes=[3,4]", "model.layers=2", "model.n_basis=4",
+         "constraint.n_points=40", "optim.batch=2", "optim.steps=2",
+         "optim.decay_every=1", "run.checkpoint_every=1"]
 
 
 def floor_on_samples(cfg, data, n: int = 8) -> dict:
@@ -73,18 +80,25 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=[f"diffusion-sorption/{m}-small" for m in ("sc", "hc", "moe")])
     p.add_argument("--set", action="append", default=[], help="override applied to every config")
-    p.add_argument("--out-dir", default="runs/accuracy")
-    p.add_argument("--json", default="benchmarks/out/accuracy.json")
+    p.add_argument("--small", action="store_true",
+                   help="tiny models trained for two steps on an 11 x 64 grid (8 generated samples): a quick"
+                        " check that it runs")
+    p.add_argument("--out-dir", default=None, help="run directories (default runs/accuracy[-tiny])")
+    p.add_argument("--json", default=None, help="JSON file (default benchmarks/out/accuracy[_tiny].json)")
     p.add_argument("--markdown", default=None, help="also write the table to this file")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="train every config once per seed (run directories NAME-sS)")
     a = p.parse_args(argv)
+    # Finished runs in --out-dir are reused, so the tiny ones live apart from the real ones.
+    a.out_dir = a.out_dir or ("runs/accuracy-tiny" if a.small else "runs/accuracy")
+    a.json = a.json or f"benchmarks/out/accuracy{'_tiny' if a.small else ''}.json"
+    overrides = (SMALL if a.small else []) + a.set
 
     rows = []
     jobs = [(name, None) for name in a.configs] if a.seeds is None else \
         [(name, seed) for seed in a.seeds for name in a.configs]
     for name, seed in jobs:
-        cfg = load_config(name, a.set + ([] if seed is None else [f"run.seed={seed}"]))
+        cfg = load_config(name, overrides + ([] if seed is None else [f"run.seed={seed}"]))
         run = Path(a.out_dir) / (Path(name).name + ("" if seed is None else f"-s{seed}"))
         t0 = time.perf_counter()
         done = (run / CHECKPOINT).exists() and read_checkpoint_meta(run / CHECKPOINT)["step"] >= cfg.optim.steps
@@ -102,7 +116,7 @@ def main(argv=None) -> dict:
                      "median_step_s": float(np.median([m["step_time_s"] for m in metrics[1:]] or [0])),
                      "failed_solves": int(sum(m.get("failed_solves", 0) for m in metrics)),
                      "this_call_s": train_s})
-    cfg0 = load_config(a.configs[0], a.set)
+    cfg0 = load_config(a.configs[0], overrides)
     floor = floor_on_samples(cfg0, prepare_data(cfg0))
     out = {"rows": rows, "floor": floor, "grid": [cfg0.data.nt, cfg0.data.nx]}
     lines = ["| method | config | steps | rel. L2 error (mean +- std) | paper (1024 x 101) | PDE residual (MSE) | train time | failed solves |",

@@ -7,6 +7,7 @@ ratios are robust to the machine's load.  Prints and saves JSON.
     python benchmarks/step_cost.py --config diffusion-sorption/moe --repeats 3 \
         --set data.path=data/ds-step-cost.h5 --set data.generate.samples=16 \
         --set data.train_samples=8 --set data.test_samples=8   # the paper's 1024 x 101 setting
+    python benchmarks/step_cost.py --small --repeats 2   # quick check: a tiny model on generated data
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+# --small: a tiny grid, dataset and network (the data file is generated when missing).
+SMALL = ["data.path=benchmarks/out/diffusion-sorption-tiny.h5", "data.generate.samples=8",
+         "data.generate.nt=11", "data.generate.nx=64", "data.nt=11", "data.nx=64", "data.train_samples=4",
+         "data.test_samples=4", "model.width=8", "model.modes=[3,4]", "model.layers=2", "model.n_basis=4",
+         "constraint.n_points=40", "optim.batch=2"]
+
 
 
 def main(argv=None) -> dict:
@@ -32,19 +40,23 @@ def main(argv=None) -> dict:
     p.add_argument("--config", default="diffusion-sorption/moe-small")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set data.generate.samples=16 (repeatable)")
+    p.add_argument("--small", action="store_true",
+                   help="a tiny model on an 11 x 64 grid (8 generated samples): a quick check that it runs")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--trained", action="append", default=[], metavar="METHOD=RUN_DIR",
                    help="time METHOD (sc, hc or moe) with the parameters of a trained run, so the"
                         " solver's iteration counts are those of training rather than of an"
                         " untrained basis (repeatable)")
-    p.add_argument("--out", default="benchmarks/out/step_cost.json")
+    p.add_argument("--out", default=None, help="JSON file (default benchmarks/out/step_cost[_tiny].json)")
     a = p.parse_args(argv)
+    a.out = a.out or f"benchmarks/out/step_cost{'_tiny' if a.small else ''}.json"
+    overrides = (SMALL if a.small else []) + a.set
     trained = dict(item.split("=", 1) for item in a.trained)
     unknown = set(trained) - {"sc", "hc", "moe"}
     if unknown:
         raise SystemExit(f"error: --trained takes sc=, hc= or moe=, got {sorted(unknown)}")
 
-    base = load_config(a.config, a.set)
+    base = load_config(a.config, overrides)
     data = prepare_data(base)
     u0 = jnp.asarray(load_initial(base, data, data.train_idx[: base.optim.batch]))
     keys = jax.random.split(jax.random.key(0), base.optim.batch)
@@ -70,7 +82,7 @@ def main(argv=None) -> dict:
             t0 = time.perf_counter()
             jax.block_until_ready(r["step"](r["model"], r["state"], u0, keys))
             r["times"].append(time.perf_counter() - t0)
-    out = {"config": a.config, "overrides": a.set, "batch": base.optim.batch, "grid": list(data.grid.shape),
+    out = {"config": a.config, "overrides": overrides, "batch": base.optim.batch, "grid": list(data.grid.shape),
            "repeats": a.repeats, "trained": trained, "methods": {}}
     for method, r in runs.items():
         out["methods"][method] = {"median_s": float(np.median(r["times"])), "times_s": r["times"],

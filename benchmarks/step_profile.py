@@ -156,8 +156,9 @@ def main(argv=None) -> dict:
     p.add_argument("--small", action="store_true",
                    help="a tiny model on an 11 x 64 grid (8 generated samples): a quick check that it runs")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--out", default="benchmarks/out/step_profile.json")
+    p.add_argument("--out", default=None, help="JSON file (default benchmarks/out/step_profile[_tiny].json)")
     a = p.parse_args(argv)
+    a.out = a.out or f"benchmarks/out/step_profile{'_tiny' if a.small else ''}.json"
     if a.run and (a.set or a.small):
         raise SystemExit("error: --run uses the run's own config; drop --set/--small")
 
