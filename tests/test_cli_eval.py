@@ -29,6 +29,17 @@ def test_cli_reports_bad_configs_without_a_traceback(tmp_path):
     assert r.returncode != 0 and "unknown benchmark" in r.stderr
 
 
+def test_cli_bench_runs_the_checkouts_script_or_says_where_the_benchmarks_are(monkeypatch, capsys):
+    from pihc import cli
+
+    r = _cli("bench", "generator", "--help")  # the script's own options, found in this checkout
+    assert r.returncode == 0 and "--reference-samples" in r.stdout
+    monkeypatch.setattr(cli, "find_benchmark", lambda script: None)  # an installed package, no checkout
+    assert cli.main(["bench", "generator"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ship with the source repository" in err
+
+
 def test_sparse_jacobian_equals_dense_autodiff():
     grid = diffusion_sorption_grid(nt=7, nx=12, t_max=30.0)
     pde = DiffusionSorption(time_stencil="central", time_accuracy=4)
@@ -88,8 +99,11 @@ def test_default_discretisation_has_one_minimum_reachable_from_zero():
 
 
 def test_accuracy_seed_summary_orders_methods_per_seed_and_in_aggregate():
-    from pihc.bench.accuracy import seed_summary
+    """``benchmarks/accuracy.py``'s table over seeds (the script loaded as a module, nothing trained)."""
+    import runpy
+    from pathlib import Path
 
+    seed_summary = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"))["seed_summary"]
     err = {"sc": [0.50, 0.60, 0.55], "hc": [0.020, 0.030, 0.070], "moe": [0.025, 0.020, 0.030]}
     rows = [{"method": m, "seed": s, "rel_l2_mean": v} for m, vals in err.items() for s, v in enumerate(vals)]
     out = seed_summary(rows, [0, 1, 2])

@@ -73,10 +73,45 @@ def _cmd_evaluate(a) -> int:
     return 0
 
 
-def _cmd_bench(a, rest) -> int:
-    from .bench import run_benchmark
+# ``pihc bench NAME`` runs benchmarks/SCRIPT.py of a source checkout; the scripts are not in the package.
+BENCHMARKS = {
+    "constraint": "constraint_scaling",
+    "constraint-ablation": "constraint_ablation",
+    "step-cost": "step_cost",
+    "step-profile": "step_profile",
+    "accuracy": "accuracy",
+    "generator": "generator_speed",
+}
 
-    run_benchmark(a.name, rest)
+
+def find_benchmark(script: str) -> Path | None:
+    """``benchmarks/SCRIPT.py`` under the working directory or the checkout this package runs from."""
+    # src/pihc/cli.py -> the checkout's root, for an editable install or PYTHONPATH=src.
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        path = root / "benchmarks" / f"{script}.py"
+        if path.is_file():
+            return path
+    return None
+
+
+def _cmd_bench(name: str, rest: list[str]) -> int:
+    import runpy
+
+    script = BENCHMARKS.get(name, name if name in BENCHMARKS.values() else None)
+    if script is None:
+        print(f"error: unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    path = find_benchmark(script)
+    if path is None:
+        print(f"error: the benchmarks ship with the source repository, not the package; run `pihc bench {name}`"
+              f" (or `python benchmarks/{script}.py`) in a checkout of pihc", file=sys.stderr)
+        return 2
+    argv = sys.argv
+    sys.argv = [str(path), *rest]
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    finally:
+        sys.argv = argv
     return 0
 
 
@@ -137,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                         " --grid 101 1024 --data FILE for a model trained on 51 x 256")
     e.set_defaults(func=_cmd_evaluate)
 
-    b = sub.add_parser("bench", help="run a benchmark (constraint | constraint-ablation | generator | step-cost | step-profile | accuracy)",
+    b = sub.add_parser("bench", help="run a benchmark of a source checkout, benchmarks/SCRIPT.py (constraint |"
+                                     " constraint-ablation | generator | step-cost | step-profile | accuracy)",
                        add_help=False)
     b.add_argument("name")
     b.set_defaults(func=None)
@@ -154,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     if argv and argv[0] == "bench":
-        a, rest = parser.parse_known_args(argv)
-        _x64()
-        return _cmd_bench(a, rest)
+        if len(argv) == 1 or argv[1].startswith("-"):
+            parser.parse_args(argv)  # usage and exit: NAME is missing
+        return _cmd_bench(argv[1], argv[2:])
     a = parser.parse_args(argv)
     _x64()
     from .grid import GridError
