@@ -35,8 +35,8 @@ import numpy as np
 
 def with_pde_weight(constraint, factor: float):
     """``constraint`` with its solver PDE weight multiplied by ``factor`` (0: rows and ridge only)."""
-    w = constraint.weights
-    return dataclasses.replace(constraint, weights=dataclasses.replace(w, pde=w.pde * factor))
+    w = constraint.row_weights
+    return dataclasses.replace(constraint, row_weights=dataclasses.replace(w, pde=w.pde * factor))
 
 
 def solve_on_basis(constraint, basis, u0, seed: int = 0, chunk: int = 8):
@@ -81,7 +81,7 @@ def ablate(run: str, factors, n_samples: int | None = None) -> dict:
         parts = loss_parts(jnp.asarray(u), jnp.asarray(u0))
         sol = out.solution
         rows.append({
-            "factor": float(f), "solver_pde_weight": float(con.weights.pde * f),
+            "factor": float(f), "solver_pde_weight": float(con.row_weights.pde * f),
             "rel_l2_mean": float(rel.mean()), "rel_l2_std": float(rel.std()),
             "pde_residual_ms": float(np.mean(parts["pde"])),
             "weights_change_rel": float(dw.mean()),
@@ -90,7 +90,7 @@ def ablate(run: str, factors, n_samples: int | None = None) -> dict:
             "failed_solves": int(np.asarray(sol.status != 0).sum()),
         })
     return {"run": str(run), "step": meta["step"], "method": cfg.model.method, "experts": int(ref.weights.shape[1]),
-            "samples": int(len(idx)), "grid": list(grid.shape), "solver_pde_weight": con.weights.pde,
+            "samples": int(len(idx)), "grid": list(grid.shape), "solver_pde_weight": con.row_weights.pde,
             "rows": rows}
 
 

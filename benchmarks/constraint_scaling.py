@@ -27,7 +27,7 @@ adjoint=optx.ImplicitAdjoint())``: each expert's residual is written here
 from the layer's documented objective (:func:`expert_problems`), with the
 PDE terms and rows from :func:`pihc.linearise` at the points the layer
 sampled (``ConstrainedSolution.points``, computed once before the timing),
-started where the layer starts (``init="rows"``: the linear rows' solution),
+started where the layer starts (``start="row_fit"``: the linear rows' solution),
 with the same ``rtol``/``atol``, ``max_steps`` and float64.  Both sides
 assemble ``u`` from the experts' blocks the same way.  The weights the two
 find agree to the solvers' tolerances when the objectives are the same;
@@ -134,11 +134,11 @@ def expert_problems(hc, basis, u0, points):
                  \sqrt{\lambda_{ic}/n_{ic}}\, (A^{ic} w + a^{ic}),\;
                  \sqrt{\lambda_{bc}/n_{bc}}\, (A^{bc} w + a^{bc}),\; \rho\, w\big]
 
-    (every expert fits all initial/boundary rows: the layer's ``rows="global"``).
+    (every expert fits all initial/boundary rows: the layer's ``row_scope="global"``).
     ``Phi``, ``c`` and the rows come from :func:`pihc.linearise` at the points
     ``S_k`` the layer sampled.  Returns ``(residual, args, in_axes, w0, lin)``:
     ``args`` batched over the experts along ``in_axes``, and ``w0`` the
-    layer's start (``init="rows"``): the minimiser of the linear rows and the
+    layer's start (``start="row_fit"``): the minimiser of the linear rows and the
     ridge alone.
     """
     import jax.numpy as jnp
@@ -146,20 +146,23 @@ def expert_problems(hc, basis, u0, points):
     from pihc import linearise
 
     lin = linearise(hc.pde, basis, u0, hc.grid, points=points)
-    wt, m = hc.weights, points.shape[-1]
+    wt, m = hc.row_weights, points.shape[-1]
+    n_ic = hc.pde.initial_row_points(hc.grid).shape[0]
+    n_bc = hc.pde.boundary_row_points(hc.grid).shape[0]
     s_pde = math.sqrt(wt.pde / m)
-    s_ic = math.sqrt(wt.initial / max(lin["ic"].shape[0], 1))
-    s_bc = math.sqrt(wt.boundary / max(lin["bc"].shape[0], 1))
+    # The rows are the initial rows, then the boundary rows; each block a mean of squares.
+    scale = jnp.concatenate([jnp.full(n_ic, math.sqrt(wt.initial / max(n_ic, 1))),
+                             jnp.full(n_bc, math.sqrt(wt.boundary / max(n_bc, 1)))])
 
     def residual(w, a):
         T = jnp.einsum("mtn,n->mt", a["phi"], w) + a["c"]
-        return jnp.concatenate([s_pde * hc.pde.residual(T), s_ic * (a["ic"] @ w + a["ic_offset"]),
-                                s_bc * (a["bc"] @ w + a["bc_offset"]), wt.ridge * w])
+        return jnp.concatenate([s_pde * hc.pde.residual(T), scale * (a["rows"] @ w + a["rows_offset"]),
+                                wt.ridge * w])
 
-    args = {k: lin[k] for k in ("phi", "c", "ic", "ic_offset", "bc", "bc_offset")}
-    in_axes = dict(phi=0, c=0, ic=None, ic_offset=None, bc=None, bc_offset=None)
-    R = jnp.concatenate([s_ic * lin["ic"], s_bc * lin["bc"]])
-    r0 = jnp.concatenate([s_ic * lin["ic_offset"], s_bc * lin["bc_offset"]])
+    args = dict(phi=lin.terms, c=lin.terms_offset, rows=lin.rows, rows_offset=lin.rows_offset)
+    in_axes = dict(phi=0, c=0, rows=None, rows_offset=None)
+    R = scale[:, None] * lin.rows
+    r0 = scale * lin.rows_offset
     n = R.shape[1]
     w0 = -jnp.linalg.solve(R.T @ R + wt.ridge ** 2 * jnp.eye(n, dtype=R.dtype), R.T @ r0)
     return residual, args, in_axes, jnp.broadcast_to(w0, (points.shape[0], n)), lin
@@ -175,17 +178,17 @@ def _optimistix_layer(hc, basis, u0, points):
     from pihc import partition, unpartition
 
     residual, args, in_axes, w0, lin = expert_problems(hc, basis, u0, points)
-    solver = optx.LevenbergMarquardt(rtol=hc.rtol, atol=hc.atol)
+    solver = optx.LevenbergMarquardt(rtol=hc.solver.rtol, atol=hc.solver.atol)
 
     def solve(w_start, a):
-        sol = optx.least_squares(residual, solver, w_start, a, max_steps=hc.max_steps,
+        sol = optx.least_squares(residual, solver, w_start, a, max_steps=hc.solver.max_steps,
                                  adjoint=optx.ImplicitAdjoint(), throw=False)
         rnorm = jnp.linalg.norm(residual(jax.lax.stop_gradient(sol.value), jax.lax.stop_gradient(a)))
         return sol.value, sol.stats["num_steps"], sol.result == optx.RESULTS.successful, rnorm
 
     w, steps, ok, rnorm = jax.vmap(solve, in_axes=(0, in_axes))(jax.lax.stop_gradient(w0), args)
-    blocks = partition(lin["B"], hc.splits)
-    u = unpartition(jnp.einsum("k...n,kn->k...", blocks, w), hc.splits) + lin["offset"]
+    blocks = partition(lin.B, hc.splits)
+    u = unpartition(jnp.einsum("k...n,kn->k...", blocks, w), hc.splits) + lin.offset
     return u, w, steps, ok, rnorm
 
 
@@ -250,15 +253,15 @@ def run_config(points: int, experts: int, batch: int, repeats: int, optimistix: 
     import jax.numpy as jnp
 
     jax.config.update("jax_enable_x64", True)
-    from pihc import ConstraintWeights, DiffusionSorption, HardConstraint, diffusion_sorption_grid
+    from pihc import DiffusionSorption, HardConstraint, LevenbergMarquardt, RowWeights, diffusion_sorption_grid
 
     nt, nx = choose_grid(points, experts)
     grid = diffusion_sorption_grid(nt, nx)
     # The paper's weights (configs/diffusion-sorption/moe.yaml): pde = T^2 makes
     # the residual's units those of u.
-    weights = ConstraintWeights(pde=grid.axes[0].hi ** 2, initial=1.0, boundary=1.0, ridge=1e-4)
-    hc = HardConstraint(DiffusionSorption(), grid, (1, experts), points, weights=weights,
-                        max_steps=max_steps, rtol=rtol, atol=atol)
+    weights = RowWeights(pde=grid.axes[0].hi ** 2, initial=1.0, boundary=1.0, ridge=1e-4)
+    hc = HardConstraint(DiffusionSorption(), grid, (1, experts), points, row_weights=weights,
+                        solver=LevenbergMarquardt(max_steps=max_steps, rtol=rtol, atol=atol))
     theta_np, c0_np = make_batch(batch, seed)
     theta = {k: jnp.asarray(v) for k, v in theta_np.items()}
     c0 = jnp.asarray(c0_np)

@@ -82,7 +82,8 @@ def parts(cfg, data, model, u0, keys, repeats: int) -> dict:
 
     # The constraint layer at the config's damping and at 1e-3; the gradient of <u, probe> in the basis.
     probe_u = jax.random.normal(jax.random.key(2), basis.shape[:-1], jnp.float64)
-    layers = {f"damping {con.damping:g} (config)": con, "damping 0.001": dataclasses.replace(con, damping=1e-3)}
+    layers = {f"damping {con.solver.damping:g} (config)": con,
+              "damping 0.001": dataclasses.replace(con, solver=dataclasses.replace(con.solver, damping=1e-3))}
 
     def layer_grad(c):
         def loss(b, a, k):
@@ -102,7 +103,7 @@ def parts(cfg, data, model, u0, keys, repeats: int) -> dict:
         "failed_solves": {k: int((~r[1].solution.converged).sum()) for k, r in res.items()},
         "weights_max_rel_diff": _rel_diff(s_cfg.weights, s_old.weights),
         "grad_max_rel_diff": _rel_diff(g_cfg, g_old),
-        "rtol": con.rtol,
+        "rtol": con.solver.rtol,
     }
 
     # The loss, as the training step takes it (restricted to the loss grid when loss.coarsen is set).
@@ -131,8 +132,8 @@ def untrained_solver_steps(cfg, data, u0, keys, seeds=(0, 1)) -> dict:
     for s in seeds:
         m = build_model(cfg, data.pde, data.grid, jax.random.key(s))
         basis = jax.jit(jax.vmap(m.basis))(u0)
-        for d in (m.constraint.damping, 1e-3):
-            c = dataclasses.replace(m.constraint, damping=d)
+        for d in (m.constraint.solver.damping, 1e-3):
+            c = dataclasses.replace(m.constraint, solver=dataclasses.replace(m.constraint.solver, damping=d))
             sol = jax.jit(jax.vmap(c))(basis, u0, keys).solution
             out[f"init key {s}, damping {d:g}"] = {"mean": float(sol.num_steps.mean()),
                                                     "max": int(sol.num_steps.max()),

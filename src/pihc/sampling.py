@@ -80,8 +80,8 @@ def largest(scores: Float[Array, " n"], valid: Bool[Array, " n"], items: Int[Arr
     bisection over the integers below ``bits(1.0)`` finds the ``m``-th
     largest key ``t``; every key above ``t`` is taken, and of the keys equal
     to ``t`` the first ones.  XLA's CPU ``top_k`` is a partial sort per row,
-    costlier for the experts' few thousand scores
-    (``benchmarks/step_profile.py``).
+    costlier for the experts' few thousand scores (commit bc3368a,
+    docs/benchmarks.md).
     """
     keys = jnp.where(valid, jax.lax.bitcast_convert_type(scores, jnp.int32), -1)
 
