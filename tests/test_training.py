@@ -14,7 +14,8 @@ from pihc.pdes import DiffusionSorption, diffusion_sorption_grid
 from pihc.training.config import Config, ConfigError, from_dict, load_config, to_dict
 from pihc.training.io import atomic_write_bytes, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from pihc.training.problems import Problem, register_problem
-from pihc.training.trainer import build_model, train
+from pihc.training.loop import train
+from pihc.training.model import build_model
 
 FINE = diffusion_sorption_grid(nt=9, nx=64, t_max=40.0)
 
@@ -146,7 +147,8 @@ def _raises():
 
 def test_failed_solves_are_excluded_and_counted(tmp_path):
     """max_steps=1 makes every solve fail: the step reports it and updates nothing."""
-    from pihc.training.trainer import make_optimizer, make_step
+    from pihc.training.optim import make_optimizer
+    from pihc.training.step import make_step
 
     cfg = tiny_config(tmp_path, "moe", constraint__max_steps=1, constraint__rtol=1e-14)
     data = _TinyData()
@@ -188,7 +190,7 @@ def test_learning_rate_schedule_halves_and_warms_up():
     import dataclasses
 
     from pihc.training.config import OptimConfig
-    from pihc.training.trainer import learning_rate_schedule
+    from pihc.training.optim import learning_rate_schedule
 
     base = load_config("diffusion-sorption/moe-small", [])
     opt = OptimConfig(lr=4e-3, decay_every=10, decay_rate=0.5, min_lr=1e-3, steps=100)
@@ -203,7 +205,9 @@ def test_learning_rate_schedule_halves_and_warms_up():
 
 
 def test_init_from_carries_a_coarse_runs_backbone_to_another_grid_and_method(tmp_path):
-    from pihc.training.trainer import check_init_from, load_backbone, load_run, prepare_data
+    from pihc.training.data import prepare_data
+    from pihc.training.model import check_init_from, load_backbone
+    from pihc.training.run import load_run
 
     src = train(tiny_config(tmp_path, "hc", data__nx=16), tmp_path / "coarse", max_steps=2,
                 progress=False, log=lambda s: None)
@@ -244,7 +248,8 @@ def test_init_from_refuses_a_missing_run_or_another_backbone_before_compute(tmp_
 
 def test_evaluate_on_a_finer_grid_keeps_the_backbone_and_scores_against_the_data_there(tmp_path):
     from pihc.training.evaluation import evaluate, predict
-    from pihc.training.trainer import load_run, on_grid
+    from pihc.training.model import on_grid
+    from pihc.training.run import load_run
 
     run = train(tiny_config(tmp_path, "hc", data__nx=16), tmp_path / "coarse", max_steps=2, progress=False,
                 log=lambda s: None)
@@ -285,7 +290,8 @@ def test_restrict_is_the_same_on_numpy_and_inside_jit():
 
 def test_loss_coarsen_scores_the_restricted_prediction_on_the_coarse_grid(tmp_path):
     from pihc.losses import LossWeights, physics_loss
-    from pihc.training.trainer import load_initial, prepare_data, step_inputs
+    from pihc.training.data import load_initial, prepare_data
+    from pihc.training.step import step_inputs
 
     cfg = tiny_config(tmp_path, "hc", loss__coarsen=[2, 2])
     run = train(cfg, tmp_path / "run", max_steps=1, progress=False, log=lambda s: None)
@@ -354,7 +360,8 @@ def test_constraint_ablation_reproduces_the_evaluation_and_factor_zero_is_the_ro
     checked against numpy's lstsq of those rows built column by column."""
     from pihc.bench.constraint_ablation import ablate, solve_on_basis, with_pde_weight
     from pihc.training.evaluation import evaluate
-    from pihc.training.trainer import load_fields, load_run
+    from pihc.training.data import load_fields
+    from pihc.training.run import load_run
 
     run = train(tiny_config(tmp_path, "moe"), tmp_path / "run", max_steps=2, progress=False, log=lambda s: None)
     ev = evaluate(run, plots=False, log=lambda s: None)
@@ -387,3 +394,34 @@ def test_constraint_ablation_reproduces_the_evaluation_and_factor_zero_is_the_ro
         ref = np.linalg.lstsq(A, -np.concatenate([r0, np.zeros(B.shape[-1])]), rcond=None)[0]
         for k in range(con.n_experts):
             np.testing.assert_allclose(got.weights[s, k], ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max())
+
+
+def test_the_training_package_re_exports_its_public_names_and_the_core_never_imports_it():
+    """``from pihc.training import X`` works for every name in ``__all__``; no module below the
+    training layer (everything outside ``training/``, ``bench/`` and ``cli.py``) imports it."""
+    import ast
+
+    import pihc
+    import pihc.training
+
+    for name in pihc.training.__all__:
+        assert getattr(pihc.training, name) is not None, name
+    root = Path(pihc.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in ("training", "bench") or rel == Path("cli.py"):
+            continue
+        package = ["pihc", *rel.parts[:-1]]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name.split(".") for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package[:len(package) - node.level + 1] if node.level else []
+                module = base + (node.module.split(".") if node.module else [])
+                targets = [module + [alias.name] for alias in node.names]
+            else:
+                continue
+            if any(t[:2] == ["pihc", "training"] for t in targets):
+                offenders.append(f"{rel}:{node.lineno}")
+    assert not offenders, f"the core imports pihc.training: {offenders}"
