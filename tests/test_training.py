@@ -14,7 +14,8 @@ from pihc.pdes import DiffusionSorption, diffusion_sorption_grid
 from pihc.training.config import Config, ConfigError, from_dict, load_config, to_dict
 from pihc.training.io import atomic_write_bytes, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from pihc.training.problems import Problem, register_problem
-from pihc.training.trainer import build_model, train
+from pihc.training.loop import train
+from pihc.training.model import build_model
 
 FINE = diffusion_sorption_grid(nt=9, nx=64, t_max=40.0)
 
@@ -147,7 +148,8 @@ def _raises():
 
 def test_failed_solves_are_excluded_and_counted(tmp_path):
     """max_steps=1 makes every solve fail: the step reports it and updates nothing."""
-    from pihc.training.trainer import make_optimizer, make_step
+    from pihc.training.optim import make_optimizer
+    from pihc.training.step import make_step
 
     cfg = tiny_config(tmp_path, "moe", constraint__solver={"max_steps": 1, "rtol": 1e-14, "atol": 1e-10})
     data = _TinyData()
@@ -189,7 +191,7 @@ def test_learning_rate_schedule_halves_and_warms_up():
     import dataclasses
 
     from pihc.training.config import OptimConfig
-    from pihc.training.trainer import learning_rate_schedule
+    from pihc.training.optim import learning_rate_schedule
 
     base = load_config("diffusion-sorption/moe-small", [])
     opt = OptimConfig(lr=4e-3, decay_every=10, decay_rate=0.5, min_lr=1e-3, steps=100)
@@ -204,7 +206,9 @@ def test_learning_rate_schedule_halves_and_warms_up():
 
 
 def test_init_from_carries_a_coarse_runs_backbone_to_another_grid_and_method(tmp_path):
-    from pihc.training.trainer import check_init_from, load_backbone, load_run, prepare_data
+    from pihc.training.data import prepare_data
+    from pihc.training.model import check_init_from, load_backbone
+    from pihc.training.run import load_run
 
     src = train(tiny_config(tmp_path, "hc", data__nx=16), tmp_path / "coarse", max_steps=2,
                 progress=False, log=lambda s: None)
@@ -245,7 +249,8 @@ def test_init_from_refuses_a_missing_run_or_another_backbone_before_compute(tmp_
 
 def test_evaluate_on_a_finer_grid_keeps_the_backbone_and_scores_against_the_data_there(tmp_path):
     from pihc.training.evaluation import evaluate, predict
-    from pihc.training.trainer import load_run, on_grid
+    from pihc.training.model import on_grid
+    from pihc.training.run import load_run
 
     run = train(tiny_config(tmp_path, "hc", data__nx=16), tmp_path / "coarse", max_steps=2, progress=False,
                 log=lambda s: None)
@@ -286,7 +291,8 @@ def test_restrict_is_the_same_on_numpy_and_inside_jit():
 
 def test_loss_coarsen_scores_the_restricted_prediction_on_the_coarse_grid(tmp_path):
     from pihc.losses import LossWeights, physics_loss
-    from pihc.training.trainer import load_initial, prepare_data, step_inputs
+    from pihc.training.data import load_initial, prepare_data
+    from pihc.training.step import step_inputs
 
     cfg = tiny_config(tmp_path, "hc", loss__coarsen=[2, 2])
     run = train(cfg, tmp_path / "run", max_steps=1, progress=False, log=lambda s: None)

@@ -42,7 +42,7 @@ def _cmd_data_info(a) -> int:
 
 def _cmd_train(a) -> int:
     from .training.config import load_config
-    from .training.trainer import train
+    from .training.loop import train
 
     if a.resume:
         if a.config or a.set or a.init_from:

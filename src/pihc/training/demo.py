@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from .config import load_config
-from .io import read_checkpoint_meta
+from .io import CHECKPOINT, read_checkpoint_meta
 
 DEMO_CONFIG = "diffusion-sorption/moe-small"
 # A complete run on a shortened schedule: moe-small's 1000 steps with Adam
@@ -26,8 +26,8 @@ def run_demo(out: str | Path = "runs/demo", max_steps: int | None = DEMO_STEPS, 
     re-evaluated; an unfinished one is resumed.  Nothing in ``out`` is deleted.
     """
     from .evaluation import evaluate
+    from .loop import train
     from .report import write_report
-    from .trainer import CHECKPOINT, train
 
     out = Path(out)
     overrides = [] if max_steps is None else [f"optim.steps={max_steps}",

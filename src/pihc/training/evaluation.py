@@ -32,7 +32,9 @@ from ..losses import physics_loss
 from .config import Config
 from .io import MetricsLog, atomic_write_text
 from .problems import get_problem
-from .trainer import PreparedData, load_fields, load_run, on_grid
+from .data import PreparedData, load_fields
+from .model import on_grid
+from .run import load_run
 
 
 def seam_mask(grid: Grid, splits, width: int) -> np.ndarray:

@@ -15,6 +15,8 @@ from typing import Any
 
 import equinox as eqx
 
+CHECKPOINT = "checkpoint.eqx"  # a run directory's model and optimiser state (:func:`save_checkpoint`)
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)

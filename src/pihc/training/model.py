@@ -1,0 +1,130 @@
+"""The model of a run: the configured method built on a grid, its backbone carried between runs and grids.
+
+* :func:`build_model` builds PI-SC, PI-HC or PI-HC-MoE from ``cfg.model``
+  (the FNO backbone) and ``cfg.constraint`` (:func:`build_constraint`),
+  raising ``ConfigError``/``GridError`` before any compute.
+* ``model.init_from``: :func:`check_init_from` checks, with no compute, that
+  the source run's backbone has this config's shape; :func:`load_backbone`
+  puts it into a freshly built model.
+* :func:`on_grid` moves a trained model to another grid (same backbone).
+* :func:`read_model` reads the model saved in a run directory's checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import equinox as eqx
+import jax
+
+from ..constraint import HardConstraint
+from ..grid import Grid, GridError
+from ..models.fno import FNO
+from ..models.methods import PIHC, PISC, PIHCMoE
+from ..pdes.base import PDE
+from .config import Config, ConfigError, load_config
+from .io import CHECKPOINT, load_checkpoint
+from .optim import make_optimizer
+from .problems import get_problem
+
+
+def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
+    """The configured method on ``grid`` (raises ConfigError/GridError before any compute)."""
+    mc, cc = cfg.model, cfg.constraint
+    out = 1 if mc.method == "sc" else mc.n_basis
+    try:
+        backbone = FNO(grid.ndim + 1, out, width=mc.width, modes=tuple(mc.modes), n_layers=mc.layers,
+                       padding=tuple(mc.padding), key=key)
+        backbone.check(grid.shape)
+    except ValueError as err:
+        raise ConfigError(f"model (modes {tuple(mc.modes)}, padding {tuple(mc.padding)}) does not fit"
+                          f" the grid {grid.shape}: {err}") from None
+    if mc.method == "sc":
+        return PISC(backbone, pde, grid)
+    splits = tuple(cc.splits) if mc.method == "moe" else (1,) * grid.ndim
+    if len(splits) != grid.ndim:
+        raise ConfigError(f"constraint.splits {splits} needs one entry per grid axis {grid.names}")
+    constraint = build_constraint(cfg, pde, grid, splits)
+    return (PIHCMoE if mc.method == "moe" else PIHC)(backbone, constraint)
+
+
+def build_constraint(cfg: Config, pde: PDE, grid: Grid, splits: tuple[int, ...]) -> HardConstraint:
+    """The hard-constraint layer of ``cfg.constraint`` on ``grid`` with ``splits`` experts per axis
+    (raises GridError naming the axis, or ConfigError).  The config's constraint section is the
+    layer's arguments (:meth:`~pihc.training.config.ConstraintConfig.layer_options`)."""
+    try:
+        return HardConstraint(pde, grid, **dict(cfg.constraint.layer_options(), splits=splits))
+    except GridError:  # names the axis already
+        raise
+    except ValueError as err:
+        raise ConfigError(f"constraint: {err}") from None
+
+
+def _backbone_signature(cfg: Config) -> dict:
+    """What a backbone's array shapes depend on (the grid is not among them)."""
+    mc = cfg.model
+    return {"width": mc.width, "modes": tuple(mc.modes), "layers": mc.layers, "padding": tuple(mc.padding),
+            "outputs": 1 if mc.method == "sc" else mc.n_basis}
+
+
+def check_init_from(cfg: Config) -> Config | None:
+    """The config of ``cfg.model.init_from``'s run, after checking (with no compute) that its
+    checkpoint exists and its backbone has this config's shape; None when unset."""
+    src = cfg.model.init_from
+    if src is None:
+        return None
+    src_dir = Path(src)
+    if not (src_dir / "config.yaml").is_file() or not (src_dir / CHECKPOINT).is_file():
+        raise ConfigError(f"model.init_from: {src_dir} is not a trained run directory (it needs config.yaml"
+                          f" and {CHECKPOINT}); give the --out directory of a `pihc train` run")
+    src_cfg = load_config(src_dir / "config.yaml")
+    mine, theirs = _backbone_signature(cfg), _backbone_signature(src_cfg)
+    diff = {k: (theirs[k], mine[k]) for k in mine if mine[k] != theirs[k]}
+    if diff:
+        raise ConfigError(f"model.init_from: the backbone of {src_dir} does not fit this config: "
+                          + ", ".join(f"{k} {a} there, {b} here" for k, (a, b) in diff.items())
+                          + "; set model.* to the source run's values or train from scratch")
+    return src_cfg
+
+
+def load_backbone(model: eqx.Module, src_dir: str | Path, src_cfg: Config, pde: PDE,
+                  log: Callable[[str], None] = print) -> eqx.Module:
+    """``model`` with the backbone of the run in ``src_dir`` (checked by :func:`check_init_from`).
+
+    The source model is rebuilt on its own grid (only its array shapes matter,
+    and the backbone's do not depend on the grid) and its checkpoint read into it.
+    """
+    grid = get_problem(src_cfg.problem).grid(src_cfg.data.nt, src_cfg.data.nx)
+    src_model, meta = read_model(src_cfg, pde, grid, src_dir)
+    log(f"backbone initialised from {src_dir} (step {meta['step']}, grid {src_cfg.data.nt} x {src_cfg.data.nx})")
+    return _with_backbone(model, src_model.backbone)
+
+
+def _with_backbone(model: eqx.Module, backbone: eqx.Module) -> eqx.Module:
+    return eqx.tree_at(lambda m: m.backbone, model, backbone)
+
+
+def on_grid(cfg: Config, model: eqx.Module, pde: PDE, nt: int, nx: int) -> tuple[Config, eqx.Module, Grid]:
+    """A trained model moved to an ``nt x nx`` grid: the same backbone (coordinates are scaled
+    to [0, 1] and the modes are fixed, so it applies on any grid), the method and its
+    constraint settings rebuilt there.  An ``overlap`` (grid points) is scaled with the grid so
+    that the experts' shared region, and a blend across it, keep their physical width.
+    Returns ``(cfg, model, grid)`` for that grid."""
+    old = (cfg.data.nt, cfg.data.nx)
+    if cfg.constraint.overlap is not None:
+        overlap = tuple(int(round(h * n / o)) for h, n, o in zip(cfg.constraint.overlap, (nt, nx), old))
+        cfg = dataclasses.replace(cfg, constraint=dataclasses.replace(cfg.constraint, overlap=overlap))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, nt=nt, nx=nx))
+    grid = get_problem(cfg.problem).grid(nt, nx)
+    moved = build_model(cfg, pde, grid, jax.random.key(cfg.run.seed + 1))
+    return cfg, _with_backbone(moved, model.backbone), grid
+
+
+def read_model(cfg: Config, pde: PDE, grid: Grid, run_dir: str | Path) -> tuple[eqx.Module, dict]:
+    """``(model, meta)`` saved in ``run_dir``'s checkpoint (built from ``cfg`` on ``grid`` as the template)."""
+    model = build_model(cfg, pde, grid, jax.random.key(cfg.run.seed + 1))
+    opt_state = make_optimizer(cfg).init(eqx.filter(model, eqx.is_inexact_array))
+    (model, _), meta = load_checkpoint(Path(run_dir) / CHECKPOINT, (model, opt_state))
+    return model, meta
