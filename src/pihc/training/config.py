@@ -181,10 +181,6 @@ def _coerce(tp, value, where: str):
         if value not in choices:
             raise ConfigError(f"{where} must be one of {', '.join(map(repr, choices))}; got {value!r}")
         return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -205,13 +201,11 @@ def _coerce(tp, value, where: str):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+    kinds = {bool: "true or false", int: "an integer", str: "a string"}
+    if tp in kinds:
+        # A bool is an int in Python: an integer field refuses true/false.
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}: expected {kinds[tp]}, got {value!r}")
         return value
     return value
 
