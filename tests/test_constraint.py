@@ -242,11 +242,30 @@ def test_nan_basis_reports_status_without_nan_gradient():
     b = smooth_basis(seed=7).at[4, 9, 2].set(jnp.nan)
     u0 = jnp.full(GRID.shape[1], 0.1)
     hc = HardConstraint(PDE, GRID, (1, 2), 60, row_weights=WEIGHTS)
-    out = hc(b, u0, jax.random.key(0))
-    status = np.asarray(out.solution.status)
+    layer = jax.jit(lambda bb: hc(bb, u0, jax.random.key(0)))
+    status = np.asarray(layer(b).solution.status)
     assert status[0] == RESULTS.nonfinite  # the NaN sits in expert 0's block (x < 16)
-    g = jax.grad(lambda bb: jnp.sum(hc(bb, u0, jax.random.key(0)).weights))(b)
+    g = jax.jit(jax.grad(lambda bb: jnp.sum(layer(bb).weights)))(b)
     assert np.all(np.isfinite(np.asarray(g)))
+
+
+def test_a_nan_away_from_every_sampled_point_still_fails_its_expert():
+    """A NaN in the basis that no sampled point's stencil reads leaves the solves finite, but the
+    prediction is not: the expert owning it reports ``nonfinite``, never ``converged``."""
+    hc = HardConstraint(PDE, GRID, (1, 2), 30, row_weights=WEIGHTS)
+    key = jax.random.key(0)
+    pts = np.asarray(hc.sampler().sample(key))
+    read = np.zeros(GRID.shape, bool)  # every grid value a sampled point's stencil may read
+    for t, x in zip(*np.unravel_index(pts.ravel(), GRID.shape)):
+        read[max(t - 2, 0):t + 1, max(x - 1, 0):x + 2] = True
+    read[0] = read[:, 0] = read[:, -2:] = True  # the initial and boundary rows
+    t, x = np.argwhere(~read[:, 16:])[0] + (0, 16)  # in expert 1's block
+    b = smooth_basis(seed=7).at[t, x, 2].set(jnp.nan)
+    out = jax.jit(lambda bb: hc(bb, jnp.full(GRID.shape[1], 0.1), key))(b)
+    np.testing.assert_array_equal(np.asarray(out.points), pts)
+    assert np.isnan(np.asarray(out.u)[t, x]) and np.all(np.isfinite(np.asarray(out.weights)))
+    np.testing.assert_array_equal(np.asarray(out.solution.status), [RESULTS.successful, RESULTS.nonfinite])
+    assert not bool(out.solution.converged[1])
 
 
 def test_initial_condition_by_construction_is_exact_and_matches_scipy():
