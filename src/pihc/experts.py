@@ -94,9 +94,13 @@ class ExpertProblem(eqx.Module):
     pde_scale: float = eqx.field(static=True)
     ridge: float = eqx.field(static=True)
 
+    def phi_times(self, x: Float[Array, " N"]) -> Float[Array, "m n_terms"]:
+        """``Phi_j x`` at every point: the terms' linear part."""
+        return jnp.einsum("mtn,n->mt", self.phi, x)
+
     def terms(self, w: Float[Array, " N"]) -> Float[Array, "m n_terms"]:
         """The PDE terms at the points: ``Phi_j w + c_j``."""
-        return jnp.einsum("mtn,n->mt", self.phi, w) + self.c
+        return self.phi_times(w) + self.c
 
     def row_residual(self, w: Float[Array, " N"]) -> Float[Array, " n_rows"]:
         """The weighted initial/boundary rows: ``S (R w + r_0)``."""
@@ -183,10 +187,10 @@ class ExpertProblem(eqx.Module):
         ok = status == RESULTS.successful
         v = jnp.where(ok, -jnp.linalg.solve(self.hessian(w, gram), ct_w), 0.0)
         grad_h = jax.vmap(jax.grad(lambda t: 0.5 * self.pde.residual(t) ** 2))
-        gamma, Gamma_phi_v = jax.jvp(grad_h, (self.terms(w),), (jnp.einsum("mtn,n->mt", self.phi, v),))
-        s2, S2 = self.pde_scale ** 2, self.row_scale ** 2
-        a_v = (s2 * gamma, S2 * (self.rows @ w + self.rows_offset))
-        a_w = (s2 * Gamma_phi_v, S2 * (self.rows @ v))
+        gamma, Gamma_phi_v = jax.jvp(grad_h, (self.terms(w),), (self.phi_times(v),))
+        s2 = self.pde_scale ** 2
+        a_v = (s2 * gamma, self.row_scale * self.row_residual(w))
+        a_w = (s2 * Gamma_phi_v, self.row_scale ** 2 * (self.rows @ v))
         # where, not a product: a failed solve's arrays may hold NaN (NaN * 0 = NaN).
         return jax.tree.map(lambda x: jnp.where(ok, x, 0.0), (a_v, a_w)) + (v,)
 
@@ -200,7 +204,7 @@ class ExpertProblem(eqx.Module):
         enter the terms or rows are the row map's; see
         :class:`~pihc.constraint.ExpertsProblem`.)
         """
-        T, phi_v = self.terms(w), jnp.einsum("mtn,n->mt", self.phi, v)
+        T, phi_v = self.terms(w), self.phi_times(v)
 
         def pairing(pde):
             gamma = jax.vmap(jax.grad(lambda t: 0.5 * pde.residual(t) ** 2))(T)
