@@ -392,7 +392,7 @@ def test_constraint_ablation_reproduces_the_evaluation_and_factor_zero_is_the_ro
     truth = load_fields(cfg, data, data.test_idx)
     u0 = truth[:, 0]
     basis = jax.vmap(model.basis)(jnp.asarray(u0))
-    wt = con.weights
+    wt = con.row_weights
     rel = []
     for s in range(len(u0)):
         B, off = pde.parametrise(basis[s].astype(jnp.float64), jnp.asarray(u0[s]), grid)
