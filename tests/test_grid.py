@@ -50,7 +50,7 @@ def test_grid_mesh_and_lookups():
     (dict(name="x", n=1, lo=0.0, hi=1.0), "at least 2"),
     (dict(name="x", n=4, lo=1.0, hi=1.0), "hi > lo"),
 ])
-def test_axis_rejects_bad_arguments(kwargs, fragment):
+def test_axis_rejects_bad_arguments(kwargs, fragment, unchecked):
     with pytest.raises(GridError, match=fragment) as info:
         Axis(**kwargs)
     assert "'x'" in str(info.value)
