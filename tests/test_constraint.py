@@ -278,12 +278,12 @@ def test_initial_condition_by_construction_is_exact_and_matches_scipy():
     assert int(out.solution.status[0]) == RESULTS.successful
     np.testing.assert_array_equal(np.asarray(out.u[0]), np.asarray(u0))
     s = (GRID.coords("t") / GRID.axes[0].hi)[:, None]
-    np.testing.assert_allclose(out.u, u0 + s * (b @ out.weights[0]), rtol=1e-12)
+    np.testing.assert_allclose(out.u, u0[None, :] + s * (b @ out.weights[0]), rtol=1e-12)
     flat = np.asarray(out.points[0])  # one expert: block indices are grid indices
     wt = hc.row_weights
 
     def r(w):
-        u = u0 + s * (b @ jnp.asarray(w))
+        u = u0[None, :] + s * (b @ jnp.asarray(w))
         res = PDE.residual(PDE.terms(u, GRID)).ravel()[flat]
         bc = PDE.boundary_rows(u, GRID)
         return np.asarray(jnp.concatenate([np.sqrt(wt.pde / len(flat)) * res,
@@ -294,7 +294,7 @@ def test_initial_condition_by_construction_is_exact_and_matches_scipy():
     np.testing.assert_allclose(out.weights[0], ref, rtol=1e-6, atol=1e-6 * np.max(np.abs(ref)))
 
 
-def test_unknown_initial_mode_is_refused():
+def test_unknown_initial_mode_is_refused(unchecked):
     with pytest.raises(ValueError, match="initial_condition must be one of 'rows', 'construction'; got 'exact'"):
         HardConstraint(PDE, GRID, (1, 1), 10, initial_condition="exact")
 
@@ -305,7 +305,7 @@ def test_columnwise_transpose_matches_plain_autodiff():
     from pihc.linearise import _columns
 
     def f(u, a):
-        return {"d": jnp.diff(u, axis=1) * a, "edge": u[:, 0] * a[0] + u[0, -1]}
+        return {"d": jnp.diff(u, axis=1) * a[None, :], "edge": u[:, 0] * a[0] + u[0, -1]}
 
     rng = np.random.default_rng(0)
     B = jnp.asarray(rng.normal(size=(5, 7, 3)))

@@ -65,7 +65,7 @@ def test_coarse_solves_converge_at_second_order_to_the_pdebench_grid():
     for offset in (0.5 / 1024, None):
         pde = DiffusionSorption(boundary_offset=offset)
         errs[offset] = []
-        for nx in nxs:
+        for nx in nxs.tolist():
             g = diffusion_sorption_grid(nt=11, nx=nx)
             u = solve_diffusion_sorption(np.full((1, nx), 0.1), pde, g, rtol=1e-9, atol=1e-11)[0]
             r = fine.restrict(ref, fine.factors_to(g))

@@ -2,6 +2,8 @@
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -50,7 +52,7 @@ def test_grid_mesh_and_lookups():
     (dict(name="x", n=1, lo=0.0, hi=1.0), "at least 2"),
     (dict(name="x", n=4, lo=1.0, hi=1.0), "hi > lo"),
 ])
-def test_axis_rejects_bad_arguments(kwargs, fragment):
+def test_axis_rejects_bad_arguments(kwargs, fragment, unchecked):
     with pytest.raises(GridError, match=fragment) as info:
         Axis(**kwargs)
     assert "'x'" in str(info.value)
@@ -139,6 +141,17 @@ def test_restrict_nonlinear_cells_average_not_stride():
     h = g.spacing("x")
     np.testing.assert_allclose(out - np.array([0.25, 0.75]) ** 2, h**2 * (16 - 1) / 12,
                                rtol=1e-12)
+
+
+def test_restrict_is_the_same_on_numpy_and_inside_jit():
+    fine = Grid((Axis("t", 9, 0.0, 40.0, "nodes"), Axis("x", 32, 0.0, 1.0, "cells")))
+    x = np.random.default_rng(0).normal(size=fine.shape)
+    f = {"t": 2, "x": 4}
+    ref = fine.restrict(x, f)
+    assert ref.shape == (5, 8)
+    np.testing.assert_allclose(ref[1, 2], x[2, 8:12].mean(), rtol=1e-14)  # every 2nd time, 4-cell averages
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda v: fine.restrict(v, f))(jnp.asarray(x))), ref, rtol=1e-14)
+    np.testing.assert_allclose(fine.restrict(x[:1], f)[0], x[0].reshape(8, 4).mean(1), rtol=1e-14)
 
 
 # ----------------------------------------------------------------- factors_to

@@ -171,6 +171,6 @@ def test_float32_is_refused():
     (dict(rtol=-1.0), "rtol must be a finite number >= 0"), (dict(atol=float("nan")), "atol"),
     (dict(rtol=0.0, atol=0.0), "could never stop"), (dict(damping=0.0), "damping must be a positive"),
     (dict(damping=float("inf")), "damping")])
-def test_solver_options_are_checked_when_made(options, message):
+def test_solver_options_are_checked_when_made(options, message, unchecked):
     with pytest.raises(ValueError, match=message):
         LevenbergMarquardt(**options)

@@ -15,7 +15,7 @@ T_MAX = 100.0            # D K^2 T_MAX ~ 2: the mode decays by e^-2 over the run
 
 
 def _grid(nt, nx, t_max=T_MAX):
-    return Grid((Axis("t", nt, 0.0, t_max, "nodes"), Axis("x", nx, 0.0, 1.0, "cells")))
+    return Grid((Axis("t", int(nt), 0.0, t_max, "nodes"), Axis("x", int(nx), 0.0, 1.0, "cells")))
 
 
 def _heat_mode(grid, discrete=False):
@@ -459,6 +459,6 @@ def test_backward_stencil_reads_only_earlier_times():
     (dict(time_stencil="central", time_accuracy=1), "time_accuracy"),
     (dict(residual_form="flux"), "residual_form"),
 ])
-def test_bad_discretisation_settings_are_refused(kw, match):
+def test_bad_discretisation_settings_are_refused(kw, match, unchecked):
     with pytest.raises(ValueError, match=match):
         DiffusionSorption(**kw)

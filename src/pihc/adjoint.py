@@ -34,7 +34,8 @@ theorem needs a stationary point.  The solvers report such solves in
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -52,14 +53,14 @@ OptimalityFn = Callable[[PyTree, Array], Array]  # (inputs, w) -> G, the shape o
 class AbstractAdjoint(eqx.Module):
     """How :meth:`apply` differentiates a solve (subclass only)."""
 
-    def apply(self, solve: SolveFn, optimality: OptimalityFn, inputs: PyTree, w0: Array, solver: Any
+    def apply(self, solve: SolveFn, optimality: OptimalityFn, inputs: PyTree, w0: Array | None, solver: Any
               ) -> Solution:
         """The solution of ``solve(inputs, w0, solver)``, differentiable in ``inputs`` by :meth:`cotangent`.
 
         ``solve`` returns the :class:`~pihc.least_squares.Solution` and a pytree
         of arrays that the adjoint may reuse (e.g. the problem's linearisation;
         None if nothing).  ``optimality(inputs, w)`` is ``G``, zero at the
-        solution.  ``w0`` and ``solver`` are not differentiated.
+        solution.  ``w0`` (None: ``solve``'s own start) and ``solver`` are not differentiated.
         """
         return _differentiable_solve(inputs, self, solve, optimality, w0, solver)
 

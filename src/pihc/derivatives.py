@@ -19,6 +19,7 @@ differentiable.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -175,8 +176,8 @@ def spectral_diff(u: Float[Array, "..."], axis: int, length: float, order: int =
     """
     axis = axis % u.ndim
     n = u.shape[axis]
-    k = 2.0 * jnp.pi * jnp.fft.rfftfreq(n, d=length / n)
-    mult = (1j * k) ** order
+    k = 2.0 * jnp.pi * jnp.fft.rfftfreq(n, d=length / n, dtype=u.dtype)
+    mult = jax.lax.complex(jnp.zeros_like(k), k) ** order  # (i k)^order, complex of u's precision
     if order % 2 and n % 2 == 0:
         mult = mult.at[-1].set(0.0)
     shape = [1] * u.ndim

@@ -85,11 +85,13 @@ class ExpertProblem(eqx.Module):
         ridge: ``rho``.
     """
 
-    phi: Float[Array, "m n_terms N"]
-    c: Float[Array, "m n_terms"]
+    # Stacked (``HardConstraint``'s K experts) phi, c and row_scale carry the
+    # leading expert axis; the rows are shared.
+    phi: Float[Array, "*experts m n_terms N"]
+    c: Float[Array, "*experts m n_terms"]
     rows: Float[Array, "n_rows N"]
     rows_offset: Float[Array, " n_rows"]
-    row_scale: Float[Array, " n_rows"]
+    row_scale: Float[Array, "*experts n_rows"]
     pde: PDE
     pde_scale: float = eqx.field(static=True)
     ridge: float = eqx.field(static=True)

@@ -21,6 +21,7 @@ import dataclasses
 from typing import Literal
 
 import numpy as np
+from jaxtyping import Array
 
 AxisKind = Literal["nodes", "cells", "periodic"]
 _KINDS = ("nodes", "cells", "periodic")
@@ -167,7 +168,7 @@ class Grid:
             raise GridError(f"grid has axes {self.names}; cannot coarsen unknown axes {sorted(unknown)}")
         return Grid(tuple(a.coarsen(factors.get(a.name, 1)) for a in self.axes))
 
-    def restrict(self, x: np.ndarray, factors: dict[str, int]) -> np.ndarray:
+    def restrict(self, x: np.ndarray | Array, factors: dict[str, int]) -> np.ndarray | Array:
         """Transfer grid values to :meth:`coarsen` ``(factors)``.
 
         Nodes and periodic points are subsampled (every ``factor``-th value);

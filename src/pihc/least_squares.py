@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -271,7 +272,7 @@ class _Problem(eqx.Module):
     fn: Callable = eqx.field(static=True)
     normal: Callable = eqx.field(static=True)
 
-    def solve(self, inputs, w0, solver: LevenbergMarquardt) -> Solution:
+    def solve(self, inputs, w0, solver: LevenbergMarquardt) -> tuple[Solution, None]:
         args, _, nconsts = inputs
         return solver.solve(lambda w: self.normal(w, args, *nconsts), w0), None
 

@@ -30,7 +30,7 @@ def physics_loss(pde: PDE, u: Float[Array, "*grid"], u0: Float[Array, "*space"],
     """
     mask = np.asarray(pde.residual_domain(grid), bool)
     r = pde.residual(pde.terms(u, grid))
-    pde_ms = jnp.sum(jnp.where(mask, r, 0.0) ** 2) / np.count_nonzero(mask)
+    pde_ms = jnp.sum(jnp.where(mask, r, 0.0) ** 2) / int(np.count_nonzero(mask))  # a Python int: no int64 promotion
     ic_ms = jnp.mean(pde.initial_rows(u, u0, grid) ** 2)
     bc = pde.boundary_rows(u, grid)
     bc_ms = jnp.mean(bc ** 2) if bc.size else jnp.zeros((), u.dtype)

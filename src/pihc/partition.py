@@ -9,7 +9,7 @@ its inverse.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -40,8 +40,9 @@ def block_shape(grid_shape: Sequence[int], splits: Sequence[int]) -> tuple[int, 
     return check_splits(grid_shape, splits)
 
 
-def partition(x: Array, splits: Sequence[int], names: Sequence[str] | None = None) -> Array:
-    """``(*grid, *channels) -> (prod(splits), *block, *channels)``, row-major experts."""
+def partition(x: Array | np.ndarray, splits: Sequence[int],
+              names: Sequence[str] | None = None) -> Array | np.ndarray:
+    """``(*grid, *channels) -> (prod(splits), *block, *channels)``, row-major experts (NumPy in, NumPy out)."""
     splits = tuple(splits)
     d = len(splits)
     if x.ndim < d:
@@ -54,7 +55,7 @@ def partition(x: Array, splits: Sequence[int], names: Sequence[str] | None = Non
     return xp.transpose(y, perm).reshape((math.prod(splits),) + block + channels)
 
 
-def unpartition(blocks: Array, splits: Sequence[int]) -> Array:
+def unpartition(blocks: Array | np.ndarray, splits: Sequence[int]) -> Array | np.ndarray:
     """Inverse of :func:`partition`: ``(prod(splits), *block, *ch) -> (*grid, *ch)``."""
     splits = tuple(splits)
     d = len(splits)

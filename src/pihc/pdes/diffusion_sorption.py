@@ -163,7 +163,7 @@ class DiffusionSorption(PDE):
             raise ValueError(f"boundary_offset must be >= 0 or None, got {self.boundary_offset}")
         return dx / (0.5 * dx + self.boundary_offset)
 
-    def ghosts(self, u: Float[Array, "... nx"], dx: float):
+    def ghosts(self, u: Float[Array | np.ndarray, "... nx"], dx: float):
         """Ghost values beyond the left and right cells, affine in ``u``.
 
         Written ``(1 - a) u_e + a v`` so that ``a = 1`` gives ``v`` exactly

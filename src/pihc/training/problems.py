@@ -8,8 +8,9 @@ solver, experts) never sees these names.  Register your own with
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..grid import Grid
 from .config import ConfigError, GeneratorConfig

@@ -33,8 +33,8 @@ def write_report(run_dir: str | Path) -> Path:
     if cfg["model"]["method"] != "sc":
         c = cfg["constraint"]
         lines.append(f"- constraint: splits {c['splits'] if cfg['model']['method'] == 'moe' else 'global'},"
-                     f" {c['n_points']} points per expert, rows {c['row_scope']}, LM max {c['solver']['max_steps']}"
-                     f" steps, rtol {c['solver']['rtol']}")
+                     f" {c['n_points']} points per expert, rows {c['row_scope']}, LM max"
+                     f" {c['solver']['max_steps']} steps, rtol {c['solver']['rtol']}")
     lines += ["", "## Training", ""]
     if metrics:
         last = metrics[-1]

@@ -15,8 +15,8 @@ and at the end by :func:`~pihc.training.loop.run_steps`), ``metrics.jsonl``
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import equinox as eqx
 import jax

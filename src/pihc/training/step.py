@@ -58,7 +58,7 @@ def _batch_loss(model, u0, keys, pde, grid, weights, coarse=None):
             u0 = jax.vmap(lambda a: fine.restrict(a[None], factors)[0])(u0)
         losses, parts = jax.vmap(lambda v, a: physics_loss(pde, v, a, grid, weights))(u, u0)
     n_ok = jnp.sum(ok)
-    w = ok / jnp.maximum(n_ok, 1)
+    w = ok.astype(losses.dtype) / jnp.maximum(n_ok, 1).astype(losses.dtype)
     loss = jnp.sum(w * losses)
     aux = {"loss": loss, "pde": jnp.sum(w * parts["pde"]), "initial": jnp.sum(w * parts["initial"]),
            "boundary": jnp.sum(w * parts["boundary"]), "failed_solves": jnp.sum(~ok),
@@ -86,7 +86,10 @@ def make_step(cfg: Config, optimizer, pde: PDE, grid: Grid, constraint: HardCons
     def step(model, opt_state, u0, keys):
         (_, aux), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model, u0, keys)
         params = eqx.filter(model, eqx.is_inexact_array)
-        updates, new_state = optimizer.update(grads, opt_state, params)
+        # optax's Adam raises its decay (a float) to its int32 step count: standard
+        # promotion for optax's code, whatever the caller's jax_numpy_dtype_promotion.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, new_state = optimizer.update(grads, opt_state, params)
         new_model = eqx.apply_updates(model, updates)
         # A step whose every solve failed has no gradient at all; leave the
         # parameters and the optimiser's moments as they were, rather than

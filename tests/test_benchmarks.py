@@ -1,0 +1,82 @@
+"""benchmarks/*.py, run in this process on the tiny problem (or loaded as modules, nothing trained)."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _tiny import tiny_config
+
+from pihc.training.loop import train
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_accuracy_seed_summary_orders_methods_per_seed_and_in_aggregate():
+    """``benchmarks/accuracy.py``'s table over seeds (the script loaded as a module, nothing trained)."""
+    seed_summary = runpy.run_path(str(BENCHMARKS / "accuracy.py"))["seed_summary"]
+    err = {"sc": [0.50, 0.60, 0.55], "hc": [0.020, 0.030, 0.070], "moe": [0.025, 0.020, 0.030]}
+    rows = [{"method": m, "seed": s, "rel_l2_mean": v} for m, vals in err.items() for s, v in enumerate(vals)]
+    out = seed_summary(rows, [0, 1, 2])
+    assert out["ordered_per_seed"] == {0: False, 1: True, 2: True}  # seed 0: moe 2.5% > hc 2.0%
+    moe = out["methods"]["moe"]
+    assert (moe["mean"], moe["median"], moe["worst"]) == pytest.approx((0.025, 0.025, 0.030))
+    assert out["methods"]["hc"]["mean"] == pytest.approx(0.04)
+    assert out["markdown"].splitlines()[-1] == "| PI-HC-MoE < PI-HC < PI-SC | no | yes | yes | yes | yes | yes |"
+
+
+def _run_benchmark(name, *args, monkeypatch):
+    """Run ``benchmarks/NAME.py ARGS`` in this process (so it sees the problems registered here)."""
+    path = BENCHMARKS / f"{name}.py"
+    monkeypatch.setattr(sys, "argv", [str(path), *map(str, args)])
+    runpy.run_path(str(path), run_name="__main__")
+
+
+def test_constraint_ablation_reproduces_the_evaluation_and_factor_zero_is_the_rows_projection(tmp_path, monkeypatch):
+    """``benchmarks/constraint_ablation.py``: at factor 1 it is ``pihc evaluate``'s prediction; at factor 0
+    each expert's weights are the least-squares fit of the initial/boundary rows and the ridge alone, so
+    its error equals that of the prediction from numpy's lstsq of those rows built column by column."""
+    from pihc.training import evaluate, load_fields, load_run, write_report
+
+    run = train(tiny_config(tmp_path, "moe"), tmp_path / "run", max_steps=2, progress=False, log=lambda s: None)
+    ev = evaluate(run, plots=False, log=lambda s: None)
+    _run_benchmark("constraint_ablation", "--run", run, "--factors", 0, 1, "--out", tmp_path / "abl.json",
+                   monkeypatch=monkeypatch)
+    out = json.loads((tmp_path / "abl.json").read_text())["runs"][0]
+    zero, one = out["rows"]
+    assert (zero["factor"], one["factor"]) == (0.0, 1.0) and out["experts"] == 2
+    assert one["rel_l2_mean"] == pytest.approx(ev["rel_l2_mean"], rel=1e-6)
+    assert one["weights_change_rel"] == 0.0 and one["solver_steps_mean"] > 0
+    assert zero["solver_steps_mean"] == 0.0 and zero["experts_spread_rel"] < 1e-10  # global rows: one fit
+    assert zero["weights_change_rel"] > 1e-6  # the PDE rows do move an untrained basis's weights
+    assert ev["experts"]["weights_spread_rel"] == pytest.approx(one["experts_spread_rel"], rel=1e-6)
+    assert one["experts_spread_rel"] > 1e-6  # each expert fits its own block's PDE rows
+    assert f"weights differ from their mean by {100 * one['experts_spread_rel']:.2f}%" in write_report(run).read_text()
+
+    # Factor 0 by hand: every expert's weights are the lstsq fit of the weighted rows and the ridge.
+    cfg, data, model, _ = load_run(run, log=lambda s: None)
+    con, pde, grid = model.constraint, data.pde, data.grid
+    truth = load_fields(cfg, data, data.test_idx)
+    u0 = truth[:, 0]
+    basis = jax.vmap(model.basis)(jnp.asarray(u0))
+    wt = con.row_weights
+    rel = []
+    for s in range(len(u0)):
+        a0 = jnp.asarray(u0[s])
+        B, off = pde.parametrise(basis[s].astype(jnp.float64), a0, grid)
+        n_ic, n_bc = len(pde.initial_row_points(grid)), len(pde.boundary_row_points(grid))
+        rows = lambda v: np.concatenate([np.sqrt(wt.initial / n_ic) * np.asarray(pde.initial_rows(v, a0, grid)),  # noqa: E731
+                                         np.sqrt(wt.boundary / n_bc) * np.asarray(pde.boundary_rows(v, grid))])
+        r0 = rows(off)
+        A = np.stack([rows(off + B[..., n]) - r0 for n in range(B.shape[-1])], axis=1)
+        A = np.concatenate([A, wt.ridge * np.eye(B.shape[-1])])
+        ref = np.linalg.lstsq(A, -np.concatenate([r0, np.zeros(B.shape[-1])]), rcond=None)[0]
+        u = np.asarray(B) @ ref + np.asarray(off)  # one fit for every expert's block
+        rel.append(np.linalg.norm(u - truth[s]) / np.linalg.norm(truth[s]))
+    assert zero["rel_l2_mean"] == pytest.approx(np.mean(rel), rel=1e-6)
+    assert zero["rel_l2_std"] == pytest.approx(np.std(rel), rel=1e-4, abs=1e-9)
+    assert abs(zero["rel_l2_mean"] - one["rel_l2_mean"]) > 1e-6 * one["rel_l2_mean"]  # the two are distinguishable

@@ -1,0 +1,53 @@
+"""pihc.training.evaluation: the seam mask; scores on the trained grid and on a finer one."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from _tiny import TinyData, tiny_config
+
+from pihc.grid import GridError
+from pihc.pdes import diffusion_sorption_grid
+from pihc.training.evaluation import seam_mask
+from pihc.training.loop import train
+from pihc.training.model import build_model
+
+
+def test_seam_mask_marks_points_near_expert_boundaries():
+    grid = diffusion_sorption_grid(nt=3, nx=16)
+    m = seam_mask(grid, (1, 4), 1)
+    assert m.shape == grid.shape
+    np.testing.assert_array_equal(np.flatnonzero(m[0]), [3, 4, 7, 8, 11, 12])
+    assert not seam_mask(grid, (1, 1), 2).any()
+
+
+def test_evaluate_on_a_finer_grid_keeps_the_backbone_and_scores_against_the_data_there(tmp_path):
+    from pihc.training.evaluation import evaluate, predict
+    from pihc.training.model import on_grid
+    from pihc.training.run import load_run
+
+    run = train(tiny_config(tmp_path, "hc", data__nx=16), tmp_path / "coarse", max_steps=2, progress=False,
+                log=lambda s: None)
+    own = evaluate(run, plots=False, log=lambda s: None)
+    same = evaluate(run, plots=False, grid=(9, 16), json_out=tmp_path / "same.json", log=lambda s: None)
+    assert same["rel_l2_mean"] == own["rel_l2_mean"]
+    fine = evaluate(run, plots=False, grid=(9, 32), log=lambda s: None)
+    assert fine["grid"] == [9, 32] and fine["trained_grid"] == [9, 16]
+    assert json.loads((run / "evaluation-9x32.json").read_text())["rel_l2_mean"] == fine["rel_l2_mean"]
+    assert json.loads((run / "evaluation.json").read_text())["rel_l2_mean"] == own["rel_l2_mean"]
+    # The score, recomputed by hand: the fine data restricted to 9 x 32 (every other cell pair averaged).
+    cfg, data, model, _ = load_run(run, log=lambda s: None)
+    _, moved, grid = on_grid(cfg, model, data.pde, 9, 32)
+    assert moved.constraint.n_points == model.constraint.n_points and grid.shape == (9, 32)
+    full = TinyData().u[data.test_idx]
+    truth = full.reshape(len(full), 9, 32, 2).mean(-1)
+    u = np.asarray(predict(moved, truth[:, 0], cfg.run.seed).u)
+    rel = np.linalg.norm((u - truth).reshape(len(u), -1), axis=1) / np.linalg.norm(truth.reshape(len(u), -1), axis=1)
+    np.testing.assert_allclose(fine["rel_l2_mean"], rel.mean(), rtol=1e-10)
+    with pytest.raises(GridError, match="with --data"):
+        evaluate(run, plots=False, grid=(9, 24), log=lambda s: None)
+    # Blended experts keep the physical width of their overlap on the finer grid.
+    blended = tiny_config(tmp_path, "moe", data__nx=16, constraint__overlap=[0, 2], constraint__blend=True)
+    cfg32, moved, _ = on_grid(blended, build_model(blended, data.pde, data.grid, jax.random.key(0)), data.pde, 9, 32)
+    assert cfg32.constraint.overlap == (0, 4) and moved.constraint.overlap == (0, 4) and moved.constraint.blend
