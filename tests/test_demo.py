@@ -3,7 +3,7 @@
 import jax
 
 import pihc
-from pihc.training import demo, trainer
+from pihc.training import demo, loop, model
 from pihc.training.config import load_config
 from pihc.training.problems import get_problem
 
@@ -14,8 +14,8 @@ def test_demo_config_is_the_hard_constrained_moe_and_builds_on_its_grid():
     problem = get_problem(cfg.problem)
     grid = problem.grid(cfg.data.nt, cfg.data.nx)
     pde = pihc.DiffusionSorption()
-    model = trainer.build_model(cfg, pde, grid, jax.random.key(0))  # raises if the points do not fit
-    assert model.constraint.splits == tuple(cfg.constraint.splits)
+    built = model.build_model(cfg, pde, grid, jax.random.key(0))  # raises if the points do not fit
+    assert built.constraint.splits == tuple(cfg.constraint.splits)
 
 
 def _stub(monkeypatch, tmp_path):
@@ -23,7 +23,7 @@ def _stub(monkeypatch, tmp_path):
     import pihc.training.report as report
 
     trained = []
-    monkeypatch.setattr(trainer, "train", lambda cfg, out, **kw: trained.append(cfg))
+    monkeypatch.setattr(loop, "train", lambda cfg, out, **kw: trained.append(cfg))
     monkeypatch.setattr(evaluation, "evaluate", lambda out: {"rel_l2_mean": 0.0, "rel_l2_std": 0.0})
     monkeypatch.setattr(report, "write_report", lambda out: tmp_path / "report.md")
     return trained
