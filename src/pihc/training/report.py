@@ -33,9 +33,13 @@ def write_report(run_dir: str | Path) -> Path:
     if cfg["model"]["method"] != "sc":
         c = cfg["constraint"]
         lines.append(f"- constraint: splits {c['splits'] if cfg['model']['method'] == 'moe' else 'global'},"
-                     f" {c['n_points']} points per expert, rows {c['rows']}, LM max {c['max_steps']}"
-                     f" steps, rtol {c['rtol']}")
+                     f" {c['n_points']} points per expert, rows {c['row_scope']}, LM max"
+                     f" {c['solver']['max_steps']} steps, rtol {c['solver']['rtol']}")
     lines += ["", "## Training", ""]
+    stopped = [m for m in metrics if m.get("stopped")]
+    metrics = [m for m in metrics if not m.get("stopped")]
+    if stopped:
+        lines += [f"- **stopped at step {stopped[-1]['step']}: {stopped[-1]['stopped']}**"]
     if metrics:
         last = metrics[-1]
         total = sum(m["step_time_s"] for m in metrics)
