@@ -247,14 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    if argv and argv[0] == "bench":
-        if len(argv) == 1 or argv[1].startswith("-"):
-            parser.parse_args(argv)  # usage and exit: NAME is missing
-        return _cmd_bench(argv[1], argv[2:])
-    a = parser.parse_args(argv)
+    if argv[:1] == ["bench"] and len(argv) > 1 and not argv[1].startswith("-"):
+        return _cmd_bench(argv[1], argv[2:])  # the script parses the rest
+    try:
+        a = parser.parse_args(argv)  # (``bench`` without NAME: its usage)
+    except SystemExit as exit_:  # a usage error (2) or --help (0), already printed
+        return exit_.code if isinstance(exit_.code, int) else 1
     import signal
+    import threading
 
-    handlers = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+        handlers = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         _x64()
         return _run(a)

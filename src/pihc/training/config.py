@@ -407,9 +407,10 @@ def check_unchanged(cfg: Config, meta: dict, run_dir: Path) -> None:
     if changes:
         shown = "; ".join(f"{k}: {a!r} when trained, {b!r} now" for k, a, b in changes[:8])
         more = f" and {len(changes) - 8} more" if len(changes) > 8 else ""
+        same_backbone = not any(k.startswith("model.") for k, _, _ in changes)
         raise ConfigError(f"{Path(run_dir) / 'config.yaml'} was changed after the run's checkpoint was written"
                           f" ({shown}{more}); restore those keys, or start a new run with the new config"
-                          f" (--init-from {run_dir} starts from this run's backbone)")
+                          + (f" (--init-from {run_dir} starts from this run's backbone)" if same_backbone else ""))
 
 
 def save_config(cfg: Config, path: Path) -> None:

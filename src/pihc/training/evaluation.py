@@ -30,6 +30,7 @@ import numpy as np
 from ..grid import Grid, GridError
 from ..losses import physics_loss
 from .config import Config
+from ..data.hdf5 import DataError
 from ..files import check_writable
 from .io import MetricsLog, atomic_write_text, finite_json
 from .problems import get_problem
@@ -124,7 +125,8 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
     if data_path is not None:
         data = _other_data(cfg, data, data_path)
     if n_samples is not None and n_samples > len(data.test_idx):
-        raise ValueError(f"{data.path} holds {len(data.test_idx)} test samples; {n_samples} were asked for")
+        raise DataError(f"{data.path} holds {len(data.test_idx)} test samples; {n_samples} were asked for"
+                        " (give at most that many, or leave the number unset)")
     idx = data.test_idx if n_samples is None else data.test_idx[:n_samples]
     truth = load_fields(cfg, data, idx)
     u0 = truth[:, 0]

@@ -185,7 +185,7 @@ def _stop(cfg: Config, run_dir: Path, step: int, why: list[str], state, saved: i
     else:
         where = f"the last finite state, after step {saved}, is in {run_dir / CHECKPOINT}"
         then = f"start a new run (--init-from {run_dir} starts from that state's backbone)"
-    if any(w.startswith("every solve failed") for w in why):
+    if all(w.startswith("every solve failed") for w in why):
         fix = ("The constraint solver failed on every sample: raise constraint.solver.max_steps, loosen"
                " constraint.solver.rtol or lower optim.lr")
     else:
