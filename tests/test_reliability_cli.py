@@ -104,7 +104,13 @@ def test_bad_arguments_and_configs_are_refused_before_compute(files, capsys, tmp
     bad.write_text("model: {method: sc\noptim: [\n")
     refused(capsys, 2, f"{bad} is not valid YAML: expected ',' or '}}', but got ':' at line 2",
             "train", "--config", bad, "--out", out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no run directory, no data file
+    u = _fields(8)
+    u[1, 2, 3] = np.nan
+    nan = write_pdebench(tmp_path / "nan.h5", [u], diffusion_sorption_grid(NT, NX),
+                         {"pde": physical_constants(DiffusionSorption())}, 8)
+    refused(capsys, 2, "sample 0001 contains NaN or Inf; list every bad sample with `pihc data info",
+            *train, "--set", f"data.path={nan}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "nan.h5"]  # no run directory, no data
 
 
 def test_evaluate_checks_its_outputs_and_the_checkpoint_first(trained, capsys, tmp_path):

@@ -86,7 +86,8 @@ class DiffusionSorptionDataset:
         try:
             f = h5py.File(self.path, "r")
         except OSError as err:
-            raise DataError(f"{self.path} is not a readable HDF5 file ({err})") from None
+            raise DataError(f"{self.path} is not a readable HDF5 file ({err}); check the path, or regenerate it"
+                            " with `pihc generate`") from None
         with f:
             self.format = "pihc" if f.attrs.get("format") == "pihc" else "pdebench"
             self.config = json.loads(f.attrs["config"]) if "config" in f.attrs else None
@@ -152,7 +153,8 @@ class DiffusionSorptionDataset:
                 name = self.samples[i]
                 v = np.asarray(f[name]["data"][..., 0], np.float64)
                 if not np.all(np.isfinite(v)):
-                    raise DataError(f"{self.path}: sample {name} contains NaN or Inf")
+                    raise DataError(f"{self.path}: sample {name} contains NaN or Inf; list every bad sample with"
+                                    f" `pihc data info {self.path} --check` and regenerate the file")
                 out[j] = v
         return out
 

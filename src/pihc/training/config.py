@@ -308,7 +308,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         except yaml.YAMLError as err:
             raise ConfigError(f"{p} is not valid YAML: {_yaml_problem(err)}") from None
         except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{p} cannot be read: {err}") from None
+            raise ConfigError(f"{p} cannot be read as a YAML config ({err}); give a config file") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{p}: the top level must be a mapping")
     d = apply_overrides(d, list(overrides))

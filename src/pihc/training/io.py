@@ -105,7 +105,9 @@ def _verified(path: Path, raw: bytes) -> tuple[dict, bytes]:
 def _read(path: str | Path) -> tuple[Path, bytes]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}" + (" (a directory)" if path.is_dir() else ""))
+        raise FileNotFoundError(f"no checkpoint at {path}" + ("; a directory is in its place: remove it and"
+                                                              " restore the checkpoint, or train the run again"
+                                                              if path.is_dir() else ""))
     return path, path.read_bytes()
 
 

@@ -73,6 +73,7 @@ def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, res
         model = load_backbone(model, cfg.model.init_from, src_cfg, data.pde, log)
     optimizer = make_optimizer(cfg)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    u0_train = load_initial(cfg, data, data.train_idx)  # a bad sample is refused before the run directory is made
     with RunLock(run_dir):
         if resume:
             model, opt_state, start = resume_run(cfg, run_dir, model, opt_state, log)
@@ -84,7 +85,7 @@ def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, res
             log(f"{run_dir} has finished all {cfg.optim.steps} steps (optim.steps); nothing to train")
         else:
             run_steps(cfg, run_dir, data, optimizer, model, opt_state, start, end, progress=progress,
-                      saved=start if resume else None, log=log)
+                      saved=start if resume else None, log=log, u0_train=u0_train)
     return run_dir
 
 
@@ -103,7 +104,8 @@ def _bad_step(rec: dict, batch: int) -> list[str]:
 
 def run_steps(cfg: Config, run_dir: Path, data: PreparedData, optimizer: optax.GradientTransformation,
               model: eqx.Module, opt_state, start: int, end: int, *, progress: bool = True,
-              saved: int | None = None, log: Callable[[str], None] = print) -> tuple[eqx.Module, object]:
+              saved: int | None = None, log: Callable[[str], None] = print, u0_train=None
+              ) -> tuple[eqx.Module, object]:
     """Steps ``start + 1 .. end`` of the run in ``run_dir``, from ``(model, opt_state)`` after ``start``
     steps; returns them after ``end``.
 
@@ -111,7 +113,8 @@ def run_steps(cfg: Config, run_dir: Path, data: PreparedData, optimizer: optax.G
     written every ``run.checkpoint_every`` steps and after step ``end``.  The
     first ``constraint.global_steps`` steps solve with the experts tied into
     one problem.  ``saved``: the step of the checkpoint already on disk
-    (None: there is none).
+    (None: there is none).  ``u0_train``: the training samples' initial
+    conditions, if already loaded.
 
     A step that is not finite, or whose every solve failed, is logged (its
     non-finite numbers as null, with a ``stopped`` reason), the state before
@@ -121,7 +124,7 @@ def run_steps(cfg: Config, run_dir: Path, data: PreparedData, optimizer: optax.G
     """
     ckpt = run_dir / CHECKPOINT
     metrics = MetricsLog(run_dir / METRICS)
-    u0_train = jnp.asarray(load_initial(cfg, data, data.train_idx))
+    u0_train = jnp.asarray(load_initial(cfg, data, data.train_idx) if u0_train is None else u0_train)
     step_fn = make_step(cfg, optimizer, data.pde, data.grid)
     n_tied = cfg.constraint.global_steps  # validated: 0 unless method is moe
     tied_fn = make_step(cfg, optimizer, data.pde, data.grid, model.constraint.tied()) if start < n_tied else None
