@@ -19,7 +19,6 @@ from pihc.training.config import load_config
 from pihc.training.io import CHECKPOINT, read_checkpoint_meta
 from pihc.training.loop import train
 
-pytestmark = pytest.mark.slow
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
 
 

@@ -47,7 +47,11 @@ class _Fields:
         return self.u[np.asarray(idx)]
 
 
-register_problem("reliability-fields", Problem(open=lambda p: _Fields(), generate=None,
+def _no_generator(path, g):
+    raise AssertionError("the test's data is in memory; nothing is generated")
+
+
+register_problem("reliability-fields", Problem(open=lambda p: _Fields(), generate=_no_generator,
                                                grid=lambda nt, nx: diffusion_sorption_grid(nt, nx, t_max=40.0)))
 
 
