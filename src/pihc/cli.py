@@ -2,6 +2,13 @@
 
 Run ``pihc COMMAND --help`` for each command's options.  Every command runs
 the solver layer in float64 (it switches JAX's x64 mode on at start).
+
+Every refusal is one line on stderr, ``error: ...``, saying what to do, and
+a nonzero exit: 2 for bad input (arguments, configs, paths, damaged files),
+1 for a run that fails (divergence, a locked run directory, predictions
+that are not finite), 128 + the signal's number when stopped by SIGINT or
+SIGTERM (training saves its last finished step first; temporary files are
+removed).  Arguments are checked before any compute.
 """
 
 from __future__ import annotations
@@ -12,6 +19,19 @@ import sys
 from pathlib import Path
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP), raised in the main thread like Ctrl-C, so that every ``finally`` runs:
+    temporary files are removed, worker processes killed, the last training step saved."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
 def _x64():
     import jax
 
@@ -19,8 +39,12 @@ def _x64():
 
 
 def _cmd_generate(a) -> int:
-    from .data.diffusion_sorption import generate_diffusion_sorption
+    from .data.diffusion_sorption import IC_FAMILIES, generate_diffusion_sorption
+    from .files import check_writable
 
+    if a.ic not in IC_FAMILIES:
+        raise UsageError(f"unknown --ic {a.ic!r}; choose from {', '.join(IC_FAMILIES)}")
+    check_writable(a.out, "--out")
     out = generate_diffusion_sorption(a.out, samples=a.samples, nx=a.nx, nt=a.nt, seed=a.seed, ic=a.ic,
                                       batch=a.batch, progress=not a.quiet)
     print(json.dumps({"written": str(out), "samples": a.samples, "nt": a.nt, "nx": a.nx, "seed": a.seed}))
@@ -44,18 +68,23 @@ def _cmd_train(a) -> int:
     from .training.config import load_config
     from .training.loop import train
 
+    log = (lambda s: None) if a.quiet else print
     if a.resume:
-        if a.config or a.set or a.init_from:
-            raise SystemExit("error: --resume continues a run with its saved config; drop --config/--set/--init-from")
+        if a.config or a.set or a.init_from or a.out:
+            raise UsageError("--resume continues a run in its directory with its saved config; drop"
+                             " --config/--set/--init-from/--out")
+        if not (Path(a.resume) / "config.yaml").is_file():
+            raise FileNotFoundError(f"{a.resume} is not a run directory (no config.yaml); give the --out"
+                                    " directory of a `pihc train` run")
         cfg = load_config(Path(a.resume) / "config.yaml")
-        run = train(cfg, a.resume, max_steps=a.max_steps, resume=True, progress=not a.quiet)
+        run = train(cfg, a.resume, max_steps=a.max_steps, resume=True, progress=not a.quiet, log=log)
     else:
         if not a.config:
-            raise SystemExit("error: give --config FILE (see configs/) or --resume RUN_DIR")
+            raise UsageError("give --config FILE or a built-in config name (see configs/), or --resume RUN_DIR")
         overrides = list(a.set) + ([f"model.init_from={a.init_from}"] if a.init_from else [])
         cfg = load_config(a.config, overrides)
         out = a.out or str(Path("runs") / Path(a.config).stem)
-        run = train(cfg, out, max_steps=a.max_steps, progress=not a.quiet)
+        run = train(cfg, out, max_steps=a.max_steps, progress=not a.quiet, log=log)
     print(json.dumps({"run": str(run)}))
     return 0
 
@@ -64,6 +93,9 @@ def _cmd_evaluate(a) -> int:
     from .training.evaluation import evaluate
     from .training.report import write_report
 
+    if not (Path(a.run) / "config.yaml").is_file():
+        raise FileNotFoundError(f"{a.run} is not a run directory (no config.yaml); give the --out directory"
+                                " of a `pihc train` run")
     res = evaluate(a.run, data_path=a.data, json_out=a.json, n_samples=a.samples, plots=not a.no_plots,
                    grid=a.grid)
     if res["grid"] == res["trained_grid"]:
@@ -122,19 +154,45 @@ def _cmd_demo(a) -> int:
     return 0
 
 
+class UsageError(ValueError):
+    """Arguments that do not go together."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line, ``error: ...``, that says where the options are listed."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
+def _int_at_least(lo: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+
+    parse.__name__ = f"integer >= {lo}"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pihc", description=__doc__.splitlines()[0])
+    positive, grid_points, non_negative = _int_at_least(1), _int_at_least(2), _int_at_least(0)
+    p = _Parser(prog="pihc", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="generate a dataset with pihc's numerical solver")
     gsub = g.add_subparsers(dest="problem", required=True)
     ds = gsub.add_parser("diffusion-sorption", help="1D diffusion-sorption (PDEBench's problem)")
-    ds.add_argument("--samples", type=int, required=True)
-    ds.add_argument("--nx", type=int, default=1024)
-    ds.add_argument("--nt", type=int, default=101)
-    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--samples", type=positive, required=True)
+    ds.add_argument("--nx", type=grid_points, default=1024)
+    ds.add_argument("--nt", type=grid_points, default=101)
+    ds.add_argument("--seed", type=non_negative, default=0)
     ds.add_argument("--ic", default="pdebench", help="initial-condition family (pdebench | smooth)")
-    ds.add_argument("--batch", type=int, default=4,
+    ds.add_argument("--batch", type=positive, default=4,
                     help="trajectories per stiff solve (4 is fastest: a larger batch moves every sample at its"
                          " slowest member's step); batches run in parallel, one process per core")
     ds.add_argument("--out", required=True, help="HDF5 file to write (atomically)")
@@ -152,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="YAML config (see configs/)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config entry, e.g. --set optim.steps=100 (repeatable)")
-    t.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")
+    t.add_argument("--max-steps", type=positive, help="stop after this many steps (resume later)")
     t.add_argument("--out", help="run directory (default runs/<config name>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     t.add_argument("--init-from", metavar="RUN_DIR",
@@ -165,9 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run")
     e.add_argument("--data", help="another dataset file (a finer grid is subsampled)")
     e.add_argument("--json", help="where to write the metrics (default RUN/evaluation.json)")
-    e.add_argument("--samples", type=int, help="evaluate only the first N test samples")
+    e.add_argument("--samples", type=positive, help="evaluate only the first N test samples")
     e.add_argument("--no-plots", action="store_true")
-    e.add_argument("--grid", type=int, nargs=2, metavar=("NT", "NX"),
+    e.add_argument("--grid", type=grid_points, nargs=2, metavar=("NT", "NX"),
                    help="run the model on another grid (same backbone, constraint rebuilt there), e.g."
                         " --grid 101 1024 --data FILE for a model trained on 51 x 256")
     e.set_defaults(func=_cmd_evaluate)
@@ -180,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", help="generate data, train the small MoE config, evaluate, report")
     m.add_argument("--out", default="runs/demo")
-    m.add_argument("--max-steps", type=int, default=None,
+    m.add_argument("--max-steps", type=positive, default=None,
                    help="training steps of the demo, with the schedule scaled to match (default: the demo config's own 1000)")
     m.set_defaults(func=_cmd_demo)
     return p
@@ -189,25 +247,62 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    if argv and argv[0] == "bench":
-        if len(argv) == 1 or argv[1].startswith("-"):
-            parser.parse_args(argv)  # usage and exit: NAME is missing
-        return _cmd_bench(argv[1], argv[2:])
-    a = parser.parse_args(argv)
-    _x64()
+    if argv[:1] == ["bench"] and len(argv) > 1 and not argv[1].startswith("-"):
+        return _cmd_bench(argv[1], argv[2:])  # the script parses the rest
+    try:
+        a = parser.parse_args(argv)  # (``bench`` without NAME: its usage)
+    except SystemExit as exit_:  # a usage error (2) or --help (0), already printed
+        return exit_.code if isinstance(exit_.code, int) else 1
+    import signal
+    import threading
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+        handlers = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        _x64()
+        return _run(a)
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+
+
+def _run(a) -> int:
+    """``a.func(a)`` with every failure of a known kind as one line on stderr and an exit code."""
+    from .data.hdf5 import DataError
+    from .files import PathError
     from .grid import GridError
     from .training.config import ConfigError
+    from .training.evaluation import EvaluationError
+    from .training.io import CheckpointError, MetricsError
+    from .training.loop import DivergenceError
+    from .training.run import RunLockedError
 
+    bad_input = (ConfigError, GridError, DataError, PathError, CheckpointError, MetricsError, UsageError,
+                 FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
     try:
         return a.func(a)
-    except (ConfigError, GridError, FileNotFoundError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except bad_input as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except ValueError as err:  # e.g. DataError: bad files, bad samples
-        if type(err).__name__ in ("DataError",):
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        raise
+    except (DivergenceError, EvaluationError, RunLockedError) as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except OSError as err:  # e.g. a full disk: the file being written is left as it was
+        print(f"error: {_one_line(err)}; nothing was half-written, fix the cause and run again", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as err:
+        import signal
+
+        signum = err.signum if isinstance(err, Terminated) else signal.SIGINT
+        print(f"error: stopped by {signal.Signals(signum).name}; temporary files were removed"
+              + ("; continue with `pihc train --resume RUN_DIR`" if a.command == "train" else ""),
+              file=sys.stderr)
+        return 128 + signum
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

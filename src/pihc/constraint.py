@@ -42,7 +42,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .adjoint import AbstractAdjoint, StructuredAdjoint
 from .experts import ExpertProblem, RowWeights
-from .grid import Grid
+from .grid import Grid, GridError
 from .least_squares import RESULTS, LevenbergMarquardt, Solution, require_x64
 from .linearise import InitialCondition, Linearisation, RowMap, linearise_parametrised, parametrise
 from .partition import blend_windows, check_splits, partition, unpartition
@@ -320,6 +320,9 @@ class HardConstraint(eqx.Module):
         """The experts' problems for this basis and initial condition, at points drawn with ``key``."""
         require_x64()
         self.grid.check(basis, channels=1, what="basis")
+        if tuple(jnp.shape(u0)) != self.grid.shape[1:]:
+            raise GridError(f"u0 has shape {tuple(jnp.shape(u0))}; the grid {self.grid.names} needs"
+                            f" {self.grid.shape[1:]} (one value per point of the axes after time)")
         # Named scopes label the parts in profiles (jax.profiler, XLA dumps).
         with jax.named_scope("pihc.constraint.problems"):
             u0 = jnp.asarray(u0, jnp.float64)

@@ -30,9 +30,11 @@ smaller grids are made by solving at 1024 x 101 and restricting
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
+from ..files import check_writable
 from ..grid import Grid
 from ..pdes.diffusion_sorption import DiffusionSorption, diffusion_sorption_grid
 
@@ -161,6 +163,22 @@ def solve_as_generated(u0: np.ndarray, pde: DiffusionSorption, grid: Grid, **kw)
     return np.stack([fine.restrict(v, factors) for v in u])
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: the worker gets SIGKILL when its parent dies, even by SIGKILL (Linux's
+    ``PR_SET_PDEATHSIG``; elsewhere a no-op), so no worker outlives a killed generator."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+
 def _solve_batch(args):
     """One batch, restricted to the target grid (a module-level function, so it pickles)."""
     u0, pde, fine, target, rtol, atol = args
@@ -187,14 +205,15 @@ def generate_diffusion_sorption(path, *, samples: int, nx: int = SOLVE_NX, nt: i
     Returns:
         The path written.
     """
-    import os
-
     from .hdf5 import write_pdebench
 
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
+    for name, v, lo in (("samples", samples, 1), ("nx", nx, 2), ("nt", nt, 2), ("batch", batch, 1),
+                        ("seed", seed, 0)):
+        if v < lo:
+            raise ValueError(f"{name} must be >= {lo}, got {v}")
     if ic not in IC_FAMILIES:
         raise ValueError(f"unknown initial-condition family {ic!r}; choose from {IC_FAMILIES}")
+    check_writable(path, "the dataset file")  # before the solves, not after
     target = diffusion_sorption_grid(nt, nx, t_max)
     fine_nx = SOLVE_NX if SOLVE_NX % nx == 0 else nx
     fine_nt = SOLVE_NT if (SOLVE_NT - 1) % (nt - 1) == 0 else nt
@@ -216,7 +235,7 @@ def generate_diffusion_sorption(path, *, samples: int, nx: int = SOLVE_NX, nt: i
             from tqdm import tqdm
 
             bar = tqdm(total=samples, desc="generate diffusion-sorption", unit="sample")
-        pool = None
+        pool, finished = None, False
         try:
             if workers > 1:
                 import concurrent.futures
@@ -227,7 +246,9 @@ def generate_diffusion_sorption(path, *, samples: int, nx: int = SOLVE_NX, nt: i
                 # process that holds JAX's threads is safe here, and unlike
                 # spawn it needs no `if __name__ == "__main__"` in the caller.
                 pool = concurrent.futures.ProcessPoolExecutor(
-                    workers, mp_context=multiprocessing.get_context("fork"))
+                    workers, mp_context=multiprocessing.get_context("fork"),
+                    initializer=_die_with_parent, initargs=(os.getpid(),))
+                others = set(multiprocessing.active_children())
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*fork.*", category=RuntimeWarning)
                     results = pool.map(_solve_batch, jobs)
@@ -241,8 +262,12 @@ def generate_diffusion_sorption(path, *, samples: int, nx: int = SOLVE_NX, nt: i
                 if callback is not None:
                     callback(done)
                 yield u
+            finished = True
         finally:
             if pool is not None:
+                if not finished:  # an error or an interrupt: the workers' batches are of no use now
+                    for p in set(multiprocessing.active_children()) - others:
+                        p.kill()
                 pool.shutdown(cancel_futures=True)
             if bar is not None:
                 bar.close()

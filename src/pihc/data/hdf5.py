@@ -12,13 +12,12 @@ has none of them.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from ..files import remove_stale_temps, temp_sibling
 from ..grid import Axis, Grid
 
 __all__ = ["DataError", "DiffusionSorptionDataset", "open_dataset", "info", "write_pdebench"]
@@ -32,17 +31,17 @@ def write_pdebench(path, batches: Iterable[np.ndarray], grid: Grid, config: dict
     """Write ``(k, nt, nx)`` batches as PDEBench groups; atomic (temp file + rename).
 
     Nothing is left at ``path`` unless every sample was written; on any error
-    the temporary file is removed and ``path`` keeps what it had before.
+    (or interrupt) the temporary file is removed and ``path`` keeps what it had
+    before.  Temporary files of ``path`` left by a killed writer are removed
+    first (:func:`pihc.files.remove_stale_temps`).
     """
     import h5py
 
     from .. import __version__
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    remove_stale_temps(path.parent, path.name)  # left by a writer killed by SIGKILL
+    with temp_sibling(path) as tmp:
         written = 0
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = "pihc"
@@ -59,11 +58,6 @@ def write_pdebench(path, batches: Iterable[np.ndarray], grid: Grid, config: dict
                     written += 1
         if written != samples:
             raise DataError(f"expected {samples} samples, the generator produced {written}")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 
@@ -92,7 +86,8 @@ class DiffusionSorptionDataset:
         try:
             f = h5py.File(self.path, "r")
         except OSError as err:
-            raise DataError(f"{self.path} is not a readable HDF5 file ({err})") from None
+            raise DataError(f"{self.path} is not a readable HDF5 file ({err}); check the path, or regenerate it"
+                            " with `pihc generate`") from None
         with f:
             self.format = "pihc" if f.attrs.get("format") == "pihc" else "pdebench"
             self.config = json.loads(f.attrs["config"]) if "config" in f.attrs else None
@@ -158,7 +153,8 @@ class DiffusionSorptionDataset:
                 name = self.samples[i]
                 v = np.asarray(f[name]["data"][..., 0], np.float64)
                 if not np.all(np.isfinite(v)):
-                    raise DataError(f"{self.path}: sample {name} contains NaN or Inf")
+                    raise DataError(f"{self.path}: sample {name} contains NaN or Inf; list every bad sample with"
+                                    f" `pihc data info {self.path} --check` and regenerate the file")
                 out[j] = v
         return out
 

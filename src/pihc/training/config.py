@@ -7,6 +7,7 @@ YAML.  The resolved config is saved beside every run (``config.yaml``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from pathlib import Path
 from typing import Any
@@ -245,13 +246,26 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
         node = d
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(err)});"
+                              " quote a string value") from None
     return d
+
+
+def _yaml_problem(err: Exception) -> str:
+    """A YAML error in one line: what is wrong and where."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def builtin_configs() -> list[str]:
@@ -283,7 +297,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     d: dict[str, Any] = {}
     if path is not None:
         p = resolve_config_path(path)
-        d = yaml.safe_load(p.read_text()) or {}
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p} is not valid YAML: {_yaml_problem(err)}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{p} cannot be read as a YAML config ({err}); give a config file") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{p}: the top level must be a mapping")
     d = apply_overrides(d, list(overrides))
@@ -315,10 +334,80 @@ def validate(cfg: Config) -> None:
     if cfg.loss.coarsen is not None and (len(cfg.loss.coarsen) != 2 or min(cfg.loss.coarsen) < 1):
         raise ConfigError(f"loss.coarsen needs one factor >= 1 per grid axis (t, x), got {list(cfg.loss.coarsen)}")
     if cfg.data.test_samples < 1:
-        raise ConfigError("data.test_samples must be >= 1")
+        raise ConfigError(f"data.test_samples must be >= 1, got {cfg.data.test_samples}")
+    if cfg.data.train_samples is not None and cfg.data.train_samples < 1:
+        raise ConfigError(f"data.train_samples must be >= 1 (or unset: every sample not held out), got"
+                          f" {cfg.data.train_samples}")
+    g = cfg.data.generate
+    for name, v, lo in [("data.nt", cfg.data.nt, 2), ("data.nx", cfg.data.nx, 2),
+                        ("data.generate.samples", g.samples, 1), ("data.generate.nt", g.nt, 2),
+                        ("data.generate.nx", g.nx, 2), ("data.generate.seed", g.seed, 0),
+                        ("optim.decay_every", cfg.optim.decay_every, 1), ("run.seed", cfg.run.seed, 0),
+                        ("constraint.n_points", cfg.constraint.n_points, 1)]:
+        if v < lo:
+            raise ConfigError(f"{name} must be >= {lo}, got {v}")
+    _check_finite(cfg, "config")
+    o = cfg.optim
+    if not o.lr > 0:
+        raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
+    if not 0 <= o.min_lr <= o.lr:
+        raise ConfigError(f"optim.min_lr must be in [0, optim.lr = {o.lr}], got {o.min_lr}")
+    if not 0 < o.decay_rate <= 1:
+        raise ConfigError(f"optim.decay_rate must be in (0, 1], got {o.decay_rate}")
+    if not o.clip > 0:
+        raise ConfigError(f"optim.clip must be > 0, got {o.clip}")
+    for name in ("pde", "initial", "boundary"):
+        if getattr(cfg.loss, name) < 0:
+            raise ConfigError(f"loss.{name} must be >= 0, got {getattr(cfg.loss, name)}")
+
+
+def _check_finite(node, where: str) -> None:
+    """Every number in the config is finite (NaN or Inf make no sense as a setting)."""
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            _check_finite(getattr(node, f.name), f"{where}.{f.name}" if where != "config" else f.name)
+    elif isinstance(node, tuple):
+        for v in node:
+            _check_finite(v, where)
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{where} must be a finite number, got {node}")
+
+
+def config_json(cfg: Config) -> dict:
+    """``cfg`` as plain JSON values (what a checkpoint records)."""
+    import json
+
+    return json.loads(json.dumps(to_dict(cfg)))
+
+
+def config_changes(old: dict, new: dict, where: str = "") -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` for every dotted key whose value differs."""
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, f"{where}{k}.")
+        elif a != b:
+            out.append((f"{where}{k}", a, b))
+    return out
+
+
+def check_unchanged(cfg: Config, meta: dict, run_dir: Path) -> None:
+    """Refuse ``cfg`` (``run_dir``'s ``config.yaml``) unless it is the config recorded in the
+    checkpoint metadata ``meta``; the message names every changed key."""
+    if "config" not in meta:
+        return
+    changes = config_changes(meta["config"], config_json(cfg))
+    if changes:
+        shown = "; ".join(f"{k}: {a!r} when trained, {b!r} now" for k, a, b in changes[:8])
+        more = f" and {len(changes) - 8} more" if len(changes) > 8 else ""
+        same_backbone = not any(k.startswith("model.") for k, _, _ in changes)
+        raise ConfigError(f"{Path(run_dir) / 'config.yaml'} was changed after the run's checkpoint was written"
+                          f" ({shown}{more}); restore those keys, or start a new run with the new config"
+                          + (f" (--init-from {run_dir} starts from this run's backbone)" if same_backbone else ""))
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    from .io import atomic_write_text
+    from ..files import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

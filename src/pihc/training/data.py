@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..grid import Grid
+from ..files import check_writable
+from ..grid import Grid, GridError
 from ..pdes.base import PDE
 from .config import Config, ConfigError
 from .problems import get_problem
@@ -26,15 +27,25 @@ class PreparedData:
     test_idx: np.ndarray
 
 
-def prepare_data(cfg: Config, log: Callable[[str], None] = print) -> PreparedData:
-    """Open (or generate, when missing) the configured dataset and split it."""
+def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool = True) -> PreparedData:
+    """Open (or generate, when missing) the configured dataset and split it.
+
+    ``progress``: show the generator's progress bar (``Problem.generate``'s keyword)."""
     problem = get_problem(cfg.problem)
     path = Path(cfg.data.path)
+    if path.is_dir():
+        raise ConfigError(f"data.path {path} is a directory; give the dataset file")
     if not path.exists():
         g = cfg.data.generate
         log(f"data file {path} not found: generating it ({g.samples} samples at {g.nt} x {g.nx},"
             f" seed {g.seed}, ic {g.ic!r})")
-        problem.generate(path, g)
+        check_writable(path, "data.path")
+        try:
+            problem.generate(path, g, progress=progress)
+        except ValueError as err:  # the generator's own checks (e.g. an unknown ic)
+            if isinstance(err, GridError) or type(err).__name__ == "DataError":
+                raise
+            raise ConfigError(f"data.generate: {err}") from None
     ds = problem.open(path)
     grid = problem.grid(cfg.data.nt, cfg.data.nx)
     ds.grid.factors_to(grid)  # raises a GridError naming the axis if not an integer multiple
@@ -43,6 +54,9 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print) -> PreparedDat
     n_train = cfg.data.train_samples if cfg.data.train_samples is not None else n - n_test
     if n_test + n_train > n:
         raise ConfigError(f"{path} has {n} samples; {n_train} train + {n_test} test requested")
+    if n_train < 1:
+        raise ConfigError(f"{path} has {n} samples and data.test_samples holds out {n_test}: none is left to"
+                          " train on; lower data.test_samples or use a larger dataset")
     test_idx = np.arange(n - n_test, n)
     train_idx = np.arange(0, n_train)
     return PreparedData(ds.pde, grid, ds.grid, str(path), train_idx, test_idx)

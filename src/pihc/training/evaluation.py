@@ -30,11 +30,17 @@ import numpy as np
 from ..grid import Grid, GridError
 from ..losses import physics_loss
 from .config import Config
-from .io import MetricsLog, atomic_write_text
+from ..data.hdf5 import DataError
+from ..files import check_writable
+from .io import MetricsLog, atomic_write_text, finite_json
 from .problems import get_problem
 from .data import PreparedData, load_fields
 from .model import on_grid
 from .run import load_run
+
+
+class EvaluationError(ValueError):
+    """A trained model's predictions cannot be scored (they are not finite)."""
 
 
 def seam_mask(grid: Grid, splits, width: int) -> np.ndarray:
@@ -89,8 +95,20 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
     scored on PDEBench's 101 x 1024 (give that file as ``data_path``).  The
     data must be an integer multiple of that grid.  The results then go to
     ``evaluation-{nt}x{nx}.json`` and ``plots-{nt}x{nx}/``, beside the run's own.
+
+    The output paths are checked before any compute.  Predictions that are
+    not finite raise :class:`EvaluationError` and write nothing; the JSON
+    never holds NaN (a metric that is not finite is written as null).
     """
     run_dir = Path(run_dir)
+    if n_samples is not None and n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples} (leave it unset to evaluate every test sample)")
+    suffix = "" if grid is None else f"-{grid[0]}x{grid[1]}"
+    # Every output is checked before any compute: an unwritable path fails now, not after the run.
+    check_writable(Path(json_out) if json_out is not None else run_dir / f"evaluation{suffix}.json",
+                   "the evaluation's JSON file")
+    if plots:
+        check_writable(run_dir / f"plots{suffix}", "the plots' directory", directory=True)
     cfg, data, model, meta = load_run(run_dir, log)
     suffix = ""
     trained_grid = list(data.grid.shape)
@@ -106,6 +124,9 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
         suffix = f"-{grid[0]}x{grid[1]}"
     if data_path is not None:
         data = _other_data(cfg, data, data_path)
+    if n_samples is not None and n_samples > len(data.test_idx):
+        raise DataError(f"{data.path} holds {len(data.test_idx)} test samples; {n_samples} were asked for"
+                        " (give at most that many, or leave the number unset)")
     idx = data.test_idx if n_samples is None else data.test_idx[:n_samples]
     truth = load_fields(cfg, data, idx)
     u0 = truth[:, 0]
@@ -116,6 +137,11 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
     pred = predict(model, u0, cfg.run.seed)
     infer_s = (time.perf_counter() - t0) / len(u0)
     u = np.asarray(pred.u)
+    bad = np.flatnonzero(~np.isfinite(u).reshape(len(u), -1).all(axis=1))
+    if bad.size:
+        raise EvaluationError(f"the model of {run_dir} (step {meta['step']}) predicts NaN or Inf for {bad.size} of"
+                              f" {len(u)} test samples (indices {bad[:10].tolist()}); nothing was written."
+                              " Check the run's metrics.jsonl for failed solves and train it further or again")
 
     err = u - truth
     axes = tuple(range(1, u.ndim))
@@ -153,7 +179,7 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
         }
     out["timing"].update(_solver_timing(cfg, data, u0))
     target = Path(json_out) if json_out is not None else run_dir / f"evaluation{suffix}.json"
-    atomic_write_text(target, json.dumps(out, indent=2))
+    atomic_write_text(target, json.dumps(finite_json(out), indent=2, allow_nan=False))  # JSON has no NaN
     if plots:
         from .plots import plot_run
 

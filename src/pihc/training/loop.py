@@ -6,6 +6,13 @@ only (:func:`~pihc.training.step.step_inputs`) and the learning-rate
 schedule is that of the full ``optim.steps`` run, so a run stopped at a
 checkpoint and resumed ends with the parameters and metrics of an
 uninterrupted one, bit for bit.
+
+A run directory is locked while a process trains in it (:class:`~pihc.training.run.RunLock`).
+A step whose loss, gradient or updated parameters are not finite, or in
+which every sample's solve failed, stops the run (:class:`DivergenceError`):
+the step is recorded in ``metrics.jsonl`` and the checkpoint holds the
+last finite state, never the bad one.  An interrupt (Ctrl-C, or SIGTERM
+through the command line) saves the last finished step before it stops.
 """
 
 from __future__ import annotations
@@ -21,47 +28,83 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..files import check_writable
 from ..least_squares import require_x64
-from .config import Config
+from .config import Config, config_json, validate
 from .data import PreparedData, load_initial, prepare_data
 from .io import CHECKPOINT, MetricsLog, save_checkpoint
 from .model import build_model, check_init_from, load_backbone
 from .optim import learning_rate_schedule, make_optimizer
 from .problems import get_problem
-from .run import METRICS, resume_run, start_run
+from .run import METRICS, RunLock, check_resumable, resume_run, start_run
 from .step import loss_grid, make_step, step_inputs
+
+
+class DivergenceError(FloatingPointError):
+    """A training step produced a non-finite loss, gradient or state, or every solve of it failed."""
 
 
 def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, resume: bool = False,
           progress: bool = True, log: Callable[[str], None] = print) -> Path:
     """Train ``cfg`` into ``run_dir``; ``resume`` continues from its checkpoint.
 
-    ``max_steps`` stops early (at most ``cfg.optim.steps``); the learning-rate
-    schedule is that of the full ``cfg.optim.steps`` run either way, so an
-    interrupted run resumed later ends where an uninterrupted one does.
+    ``max_steps`` (>= 1) stops early (at most ``cfg.optim.steps``); the
+    learning-rate schedule is that of the full ``cfg.optim.steps`` run either
+    way, so an interrupted run resumed later ends where an uninterrupted one
+    does.  Everything that can be checked without compute is checked first:
+    the config, the data, the model, that ``run_dir`` can be written and
+    holds a checkpoint to resume (or none, for a new run).  Raises
+    :class:`DivergenceError` when a step is not finite (module docstring) and
+    :class:`~pihc.training.run.RunLockedError` when another process trains in
+    ``run_dir``.
     """
     require_x64()
+    validate(cfg)
     run_dir = Path(run_dir)
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps} (leave it unset to train to optim.steps)")
+    check_writable(run_dir, "run directory", directory=True)
+    check_resumable(run_dir, resume)
     src_cfg = None if resume else check_init_from(cfg)
     loss_grid(cfg, get_problem(cfg.problem).grid(cfg.data.nt, cfg.data.nx))  # before any compute
-    data = prepare_data(cfg, log)
+    data = prepare_data(cfg, log, progress=progress)
     model = build_model(cfg, data.pde, data.grid, jax.random.key(cfg.run.seed + 1))
     if src_cfg is not None:
         model = load_backbone(model, cfg.model.init_from, src_cfg, data.pde, log)
     optimizer = make_optimizer(cfg)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    if resume:
-        model, opt_state, start = resume_run(run_dir, model, opt_state, log)
-    else:
-        start_run(cfg, run_dir, data)
-        start = 0
-    end = cfg.optim.steps if max_steps is None else min(cfg.optim.steps, start + max_steps)
-    run_steps(cfg, run_dir, data, optimizer, model, opt_state, start, end, progress=progress)
+    u0_train = load_initial(cfg, data, data.train_idx)  # a bad sample is refused before the run directory is made
+    with RunLock(run_dir):
+        if resume:
+            model, opt_state, start = resume_run(cfg, run_dir, model, opt_state, log)
+        else:
+            start_run(cfg, run_dir, data, log)
+            start = 0
+        end = cfg.optim.steps if max_steps is None else min(cfg.optim.steps, start + max_steps)
+        if start >= end:
+            log(f"{run_dir} has finished all {cfg.optim.steps} steps (optim.steps); nothing to train")
+        else:
+            run_steps(cfg, run_dir, data, optimizer, model, opt_state, start, end, progress=progress,
+                      saved=start if resume else None, log=log, u0_train=u0_train)
     return run_dir
 
 
+def _bad_step(rec: dict, batch: int) -> list[str]:
+    """Why a step's record is not a finite, usable step (empty when it is)."""
+    why = []
+    if rec.get("skipped_update", 0):
+        why.append(f"every solve failed ({rec['failed_solves']} of {batch} samples)")
+    for key, name in (("loss", "the loss"), ("grad_norm", "the gradient norm")):
+        if key in rec and not math.isfinite(rec[key]):
+            why.append(f"{name} is {rec[key]}")
+    if not rec.pop("finite_state", 1):
+        why.append("the updated parameters or optimiser state are not finite")
+    return why
+
+
 def run_steps(cfg: Config, run_dir: Path, data: PreparedData, optimizer: optax.GradientTransformation,
-              model: eqx.Module, opt_state, start: int, end: int, *, progress: bool = True
+              model: eqx.Module, opt_state, start: int, end: int, *, progress: bool = True,
+              saved: int | None = None, log: Callable[[str], None] = print, u0_train=None
               ) -> tuple[eqx.Module, object]:
     """Steps ``start + 1 .. end`` of the run in ``run_dir``, from ``(model, opt_state)`` after ``start``
     steps; returns them after ``end``.
@@ -69,44 +112,89 @@ def run_steps(cfg: Config, run_dir: Path, data: PreparedData, optimizer: optax.G
     Each step appends one line to ``metrics.jsonl``; ``checkpoint.eqx`` is
     written every ``run.checkpoint_every`` steps and after step ``end``.  The
     first ``constraint.global_steps`` steps solve with the experts tied into
-    one problem.  A non-finite loss writes a checkpoint and raises
-    FloatingPointError.
+    one problem.  ``saved``: the step of the checkpoint already on disk
+    (None: there is none).  ``u0_train``: the training samples' initial
+    conditions, if already loaded.
+
+    A step that is not finite, or whose every solve failed, is logged (its
+    non-finite numbers as null, with a ``stopped`` reason), the state before
+    it is checkpointed if it is newer than the one on disk, and
+    :class:`DivergenceError` says which step that is.  An interrupt
+    (KeyboardInterrupt) checkpoints the last finished step and re-raises.
     """
     ckpt = run_dir / CHECKPOINT
     metrics = MetricsLog(run_dir / METRICS)
-    u0_train = jnp.asarray(load_initial(cfg, data, data.train_idx))
+    u0_train = jnp.asarray(load_initial(cfg, data, data.train_idx) if u0_train is None else u0_train)
     step_fn = make_step(cfg, optimizer, data.pde, data.grid)
     n_tied = cfg.constraint.global_steps  # validated: 0 unless method is moe
     tied_fn = make_step(cfg, optimizer, data.pde, data.grid, model.constraint.tied()) if start < n_tied else None
     schedule = learning_rate_schedule(cfg)
+    config = config_json(cfg)
+
+    def save(done: int, model, opt_state) -> None:
+        nonlocal saved
+        save_checkpoint(ckpt, (model, opt_state), {"step": done, "config": config})
+        saved = done
+
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=end, initial=start, desc=f"train {cfg.model.method}", dynamic_ncols=True)
-    for step in range(start, end):
-        idx, keys = step_inputs(cfg, step, len(data.train_idx))
-        t0 = time.perf_counter()
-        model, opt_state, aux = (tied_fn if step < n_tied else step_fn)(model, opt_state, u0_train[idx], keys)
-        aux = jax.device_get(aux)
-        dt = time.perf_counter() - t0
-        rec = {"step": step + 1, "step_time_s": dt, "lr": float(schedule(step))}
-        if n_tied:
-            rec["tied_experts"] = int(step < n_tied)
-        rec.update({k: (int(v) if np.issubdtype(np.asarray(v).dtype, np.integer) else float(v))
-                    for k, v in aux.items()})
-        if not math.isfinite(rec["loss"]):
-            save_checkpoint(ckpt, (model, opt_state), {"step": step})
-            raise FloatingPointError(f"loss is {rec['loss']} at step {step + 1}; the last finite state"
-                                     f" is in {ckpt}")
-        metrics.append(rec)
+    state = (start, model, opt_state)  # one assignment, so an interrupt never sees a mix of two steps
+    try:
+        for step in range(start, end):
+            idx, keys = step_inputs(cfg, step, len(data.train_idx))
+            t0 = time.perf_counter()
+            new_model, new_state, aux = (tied_fn if step < n_tied else step_fn)(state[1], state[2],
+                                                                               u0_train[idx], keys)
+            aux = jax.device_get(aux)
+            dt = time.perf_counter() - t0
+            rec = {"step": step + 1, "step_time_s": dt, "lr": float(schedule(step))}
+            if n_tied:
+                rec["tied_experts"] = int(step < n_tied)
+            rec.update({k: (int(v) if np.issubdtype(np.asarray(v).dtype, np.integer) else float(v))
+                        for k, v in aux.items()})
+            why = _bad_step(rec, cfg.optim.batch)
+            if why:
+                rec["stopped"] = "; ".join(why)
+            metrics.append(rec)
+            if why:
+                _stop(cfg, run_dir, step, why, state, saved, save)
+            state = (step + 1, new_model, new_state)
+            if bar is not None:
+                _show(bar, rec)
+            if (step + 1) % cfg.run.checkpoint_every == 0 or step + 1 == end:
+                save(*state)
+    except KeyboardInterrupt:
+        if saved is None or state[0] > saved:
+            save(*state)
+            log(f"interrupted: step {state[0]} saved in {ckpt}; continue with `pihc train --resume {run_dir}`")
+        raise
+    finally:
         if bar is not None:
-            _show(bar, rec)
-        if (step + 1) % cfg.run.checkpoint_every == 0 or step + 1 == end:
-            save_checkpoint(ckpt, (model, opt_state), {"step": step + 1})
-    if bar is not None:
-        bar.close()
-    return model, opt_state
+            bar.close()
+    return state[1], state[2]
+
+
+def _stop(cfg: Config, run_dir: Path, step: int, why: list[str], state, saved: int | None, save) -> None:
+    """Keep the last finite state (``state``: after ``step`` steps) and raise DivergenceError."""
+    done = state[0]
+    if done > 0 and (saved is None or done > saved):
+        save(*state)
+        saved = done
+    if saved is None:
+        where, then = f"no step finished with a finite state, so {run_dir} has no checkpoint", "start it again"
+    else:
+        where = f"the last finite state, after step {saved}, is in {run_dir / CHECKPOINT}"
+        then = f"start a new run (--init-from {run_dir} starts from that state's backbone)"
+    if all(w.startswith("every solve failed") for w in why):
+        fix = ("The constraint solver failed on every sample: raise constraint.solver.max_steps, loosen"
+               " constraint.solver.rtol or lower optim.lr")
+    else:
+        fix = f"The run diverged: lower optim.lr (now {cfg.optim.lr:g}) or optim.clip (now {cfg.optim.clip:g})"
+    raise DivergenceError(f"step {step + 1} of {run_dir} is not usable ({'; '.join(why)}); the run stopped and"
+                          f" {where}. {fix}, then {then}")
 
 
 def _show(bar, rec: dict) -> None:

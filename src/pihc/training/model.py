@@ -24,8 +24,8 @@ from ..grid import Grid, GridError
 from ..models.fno import FNO
 from ..models.methods import PIHC, PISC, PIHCMoE
 from ..pdes.base import PDE
-from .config import Config, ConfigError, load_config
-from .io import CHECKPOINT, load_checkpoint
+from .config import Config, ConfigError, check_unchanged, load_config
+from .io import CHECKPOINT, load_checkpoint, read_checkpoint_meta
 from .optim import make_optimizer
 from .problems import get_problem
 
@@ -123,8 +123,13 @@ def on_grid(cfg: Config, model: eqx.Module, pde: PDE, nt: int, nx: int) -> tuple
 
 
 def read_model(cfg: Config, pde: PDE, grid: Grid, run_dir: str | Path) -> tuple[eqx.Module, dict]:
-    """``(model, meta)`` saved in ``run_dir``'s checkpoint (built from ``cfg`` on ``grid`` as the template)."""
+    """``(model, meta)`` saved in ``run_dir``'s checkpoint (built from ``cfg`` on ``grid`` as the template).
+
+    Raises ConfigError naming the keys if ``cfg`` is not the config the checkpoint was trained with,
+    and :class:`~pihc.training.io.CheckpointError` if the checkpoint is damaged."""
+    ckpt = Path(run_dir) / CHECKPOINT
+    check_unchanged(cfg, read_checkpoint_meta(ckpt), Path(run_dir))
     model = build_model(cfg, pde, grid, jax.random.key(cfg.run.seed + 1))
     opt_state = make_optimizer(cfg).init(eqx.filter(model, eqx.is_inexact_array))
-    (model, _), meta = load_checkpoint(Path(run_dir) / CHECKPOINT, (model, opt_state))
+    (model, _), meta = load_checkpoint(ckpt, (model, opt_state))
     return model, meta

@@ -68,8 +68,9 @@ def plot_run(out: Path, grid: Grid, truth: np.ndarray, pred: np.ndarray, rel_t: 
     plt.close(fig)
 
     # Steps whose every solve failed have no loss (recorded as 0 with
-    # skipped_update = 1); leave them out of the curves.
-    metrics = [m for m in metrics if not m.get("skipped_update")]
+    # skipped_update = 1), and a step that stopped the run may have none
+    # (null); leave them out of the curves.
+    metrics = [m for m in metrics if not m.get("skipped_update") and not m.get("stopped")]
     if metrics:
         fig, ax = plt.subplots(figsize=(6, 4))
         steps = [m["step"] for m in metrics]

@@ -22,7 +22,8 @@ class Problem:
 
     Attributes:
         open: ``path -> dataset`` with ``.pde``, ``.grid``, ``.samples`` and ``.load(indices)``.
-        generate: ``(path, GeneratorConfig) -> path``: writes the dataset file.
+        generate: ``(path, GeneratorConfig, progress=bool) -> path``: writes the dataset file
+            (atomically), showing a progress bar if ``progress``.
         grid: ``(nt, nx) -> Grid``: the model grid of a config.
         solve: optional ``(u0 (n, *space), pde, grid) -> (n, *grid)``, the
             numerical solver (timed by the evaluation against inference).
@@ -40,10 +41,11 @@ def _ds_open(path):
     return open_dataset(path)
 
 
-def _ds_generate(path, g: GeneratorConfig):
+def _ds_generate(path, g: GeneratorConfig, progress: bool = True):
     from ..data.diffusion_sorption import generate_diffusion_sorption
 
-    return generate_diffusion_sorption(path, samples=g.samples, nx=g.nx, nt=g.nt, seed=g.seed, ic=g.ic)
+    return generate_diffusion_sorption(path, samples=g.samples, nx=g.nx, nt=g.nt, seed=g.seed, ic=g.ic,
+                                       progress=progress)
 
 
 def _ds_solve(u0, pde, grid):

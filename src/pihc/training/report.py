@@ -36,6 +36,10 @@ def write_report(run_dir: str | Path) -> Path:
                      f" {c['n_points']} points per expert, rows {c['row_scope']}, LM max"
                      f" {c['solver']['max_steps']} steps, rtol {c['solver']['rtol']}")
     lines += ["", "## Training", ""]
+    stopped = [m for m in metrics if m.get("stopped")]
+    metrics = [m for m in metrics if not m.get("stopped")]
+    if stopped:
+        lines += [f"- **stopped at step {stopped[-1]['step']}: {stopped[-1]['stopped']}**"]
     if metrics:
         last = metrics[-1]
         total = sum(m["step_time_s"] for m in metrics)

@@ -7,7 +7,9 @@ stopped.
 Solves that fail (``Solution.status != 0``) are counted in the step's
 metrics (``failed_solves``) and their samples are left out of that step's
 loss and gradient; they are never used as if converged.  A step in which
-every sample's solve failed changes nothing (``skipped_update`` = 1).
+every sample's solve failed changes nothing (``skipped_update`` = 1).  The
+step also says whether the state it returns is finite (``finite_state``),
+so that a non-finite state is never saved.
 """
 
 from __future__ import annotations
@@ -101,9 +103,19 @@ def make_step(cfg: Config, optimizer, pde: PDE, grid: Grid, constraint: HardCons
         opt_state = keep(new_state, opt_state)
         aux["grad_norm"] = optax.tree.norm(grads)
         aux["skipped_update"] = (~any_ok).astype(jnp.int32)
+        # Checked by the loop before the state can reach a checkpoint (an update
+        # can overflow to Inf with a finite loss and gradient, e.g. a huge lr).
+        aux["finite_state"] = _all_finite((eqx.filter(model, eqx.is_inexact_array), opt_state))
         return model, opt_state, aux
 
     return step
+
+
+def _all_finite(tree) -> jax.Array:
+    """1 if every inexact array leaf of ``tree`` is finite, else 0."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if eqx.is_array(x) and jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)).astype(jnp.int32) if leaves else jnp.int32(1)
 
 
 def step_inputs(cfg: Config, step: int, n_train: int):

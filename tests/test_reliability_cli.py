@@ -1,0 +1,166 @@
+"""The command line's answer to bad input: one line, ``error: ...``, saying what to do, a nonzero
+exit code (2 for bad input, 1 for a run that fails), no traceback, and nothing written or lost."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pihc import cli
+from pihc.data.diffusion_sorption import physical_constants
+from pihc.data.hdf5 import write_pdebench
+from pihc.pdes import DiffusionSorption, diffusion_sorption_grid
+from pihc.training.io import CHECKPOINT, read_checkpoint_meta
+from pihc.training.problems import Problem, register_problem
+
+NT, NX = 9, 32
+
+
+def _fields(n: int) -> np.ndarray:
+    grid = diffusion_sorption_grid(NT, NX)
+    m = grid.mesh()
+    t, x = m[..., 0], m[..., 1]
+    c0 = np.linspace(0.02, 0.18, n)
+    u = np.stack([c + (1 - c) * np.exp(-x / (0.05 + 1e-3 * t)) for c in c0])
+    u[:, 0] = c0[:, None]
+    return u
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A data file of 8 samples and a PI-SC config for it."""
+    tmp = tmp_path_factory.mktemp("cli")
+    data = write_pdebench(tmp / "data.h5", [_fields(8)], diffusion_sorption_grid(NT, NX),
+                          {"pde": physical_constants(DiffusionSorption())}, 8)
+    cfg = tmp / "sc.yaml"
+    cfg.write_text(f"""problem: diffusion-sorption
+data: {{path: {data}, nt: {NT}, nx: {NX}, test_samples: 2}}
+model: {{method: sc, width: 8, modes: [3, 4], layers: 2, n_basis: 4}}
+optim: {{batch: 2, steps: 4, decay_every: 2}}
+run: {{checkpoint_every: 2}}
+""")
+    return tmp, cfg
+
+
+@pytest.fixture(scope="module")
+def trained(files):
+    """A run of that config, stopped after 2 of its 4 steps."""
+    tmp, cfg = files
+    assert cli.main(["train", "--config", str(cfg), "--out", str(tmp / "run"), "--max-steps", "2", "--quiet"]) == 0
+    return tmp / "run"
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def refused(capsys, code: int, match: str, *args) -> str:
+    """Run the CLI; check the exit code and that stderr is one ``error:`` line containing ``match``."""
+    rc, _, err = run_cli(capsys, *args)
+    lines = err.strip().splitlines()
+    assert rc == code, err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    assert match in lines[0], lines[0]
+    return lines[0]
+
+
+def test_bad_arguments_and_configs_are_refused_before_compute(files, capsys, tmp_path):
+    tmp, cfg = files
+    out = tmp_path / "out"
+    train = ["train", "--config", cfg, "--out", out]
+    for code, match, args in [
+        (2, "argument --max-steps: must be >= 1, got 0", [*train, "--max-steps", "0"]),
+        (2, "argument --max-steps: must be >= 1, got -3", [*train, "--max-steps", "-3"]),
+        (2, "optim.lr must be > 0, got -1.0", [*train, "--set", "optim.lr=-1"]),
+        (2, "optim.lr must be a finite number, got nan", [*train, "--set", "optim.lr=.nan"]),
+        (2, "the value is not valid YAML", [*train, "--set", "model.modes=[3, 4"]),
+        (2, "data.train_samples must be >= 1", [*train, "--set", "data.train_samples=0"]),
+        (2, "data.generate.samples must be >= 1, got 0",
+         [*train, "--set", "data.generate.samples=0", "--set", f"data.path={tmp_path / 'new.h5'}"]),
+        (2, "data.generate: unknown initial-condition family 'bogus'",
+         [*train, "--set", "data.generate.ic=bogus", "--set", f"data.path={tmp_path / 'new.h5'}"]),
+        (2, "is a file, not a directory", ["train", "--config", cfg, "--out", cfg]),
+        (2, "is not a run directory", ["train", "--resume", tmp_path / "nowhere"]),
+        (2, "drop --config/--set", ["train", "--resume", tmp_path, "--set", "optim.lr=1"]),
+        (2, "unknown --ic 'bogus'", ["generate", "diffusion-sorption", "--samples", "2", "--ic", "bogus",
+                                     "--out", tmp_path / "g.h5"]),
+        (2, "argument --batch: must be >= 1, got 0", ["generate", "diffusion-sorption", "--samples", "2",
+                                                      "--batch", "0", "--out", tmp_path / "g.h5"]),
+        (2, "argument --samples: must be >= 1, got 0", ["generate", "diffusion-sorption", "--samples", "0",
+                                                        "--out", tmp_path / "g.h5"]),
+        (2, "is a directory; give a file name", ["generate", "diffusion-sorption", "--samples", "2",
+                                                 "--out", tmp_path]),
+        (2, "argument --samples: must be >= 1, got 0", ["evaluate", tmp_path, "--samples", "0"]),
+        (2, "argument --samples: must be >= 1, got -2", ["evaluate", tmp_path, "--samples", "-2"]),
+        (2, "is not a run directory", ["evaluate", tmp_path]),
+        (2, "is not a readable HDF5 file", ["data", "info", cfg]),
+    ]:
+        refused(capsys, code, match, *args)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {method: sc\noptim: [\n")
+    refused(capsys, 2, f"{bad} is not valid YAML: expected ',' or '}}', but got ':' at line 2",
+            "train", "--config", bad, "--out", out)
+    u = _fields(8)
+    u[1, 2, 3] = np.nan
+    nan = write_pdebench(tmp_path / "nan.h5", [u], diffusion_sorption_grid(NT, NX),
+                         {"pde": physical_constants(DiffusionSorption())}, 8)
+    refused(capsys, 2, "sample 0001 contains NaN or Inf; list every bad sample with `pihc data info",
+            *train, "--set", f"data.path={nan}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "nan.h5"]  # no run directory, no data
+
+
+def test_evaluate_checks_its_outputs_and_the_checkpoint_first(trained, capsys, tmp_path):
+    run = Path(shutil.copytree(trained, tmp_path / "run"))
+    refused(capsys, 2, "is a directory; give a file name", "evaluate", run, "--json", tmp_path)
+    refused(capsys, 2, "cannot be created", "evaluate", run, "--json", run / "config.yaml" / "e.json")
+    refused(capsys, 2, "holds 2 test samples; 3 were asked for", "evaluate", run, "--samples", "3", "--no-plots")
+    raw = (run / CHECKPOINT).read_bytes()
+    (run / CHECKPOINT).write_bytes(raw[:-100] + bytes(b ^ 1 for b in raw[-100:-90]) + raw[-90:])
+    refused(capsys, 2, "checkpoint.eqx is damaged", "evaluate", run, "--no-plots")
+    refused(capsys, 2, "checkpoint.eqx is damaged", "train", "--resume", run)
+    n = int.from_bytes(raw[:8], "little")
+    old = json.dumps({"step": 2}).encode()  # the first format: no version, no checksum
+    (run / CHECKPOINT).write_bytes(len(old).to_bytes(8, "little") + old + raw[8 + n:-32])
+    refused(capsys, 2, "was written by an older pihc, without a checksum", "evaluate", run, "--no-plots")
+    (run / CHECKPOINT).write_bytes(raw)
+    text = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(text.replace("batch: 2", "batch: 3"))
+    refused(capsys, 2, "optim.batch: 2 when trained, 3 now", "train", "--resume", run)
+    refused(capsys, 2, "optim.batch: 2 when trained, 3 now", "evaluate", run, "--no-plots")
+    assert not (run / "evaluation.json").exists() and (run / CHECKPOINT).read_bytes() == raw
+
+
+def test_divergence_exits_1_and_names_the_last_finite_state(files, capsys, tmp_path):
+    _, cfg = files
+    line = refused(capsys, 1, "the last finite state, after step 1, is in", "train", "--config", cfg,
+                   "--out", tmp_path / "div", "--set", "optim.lr=1e30", "--quiet")
+    assert "lower optim.lr" in line and read_checkpoint_meta(tmp_path / "div" / CHECKPOINT)["step"] == 1
+
+
+def test_quiet_prints_only_the_result(trained, files, capsys, tmp_path):
+    run = Path(shutil.copytree(trained, tmp_path / "run"))
+    rc, out, err = run_cli(capsys, "train", "--resume", run, "--max-steps", "1", "--quiet")
+    assert rc == 0 and err == "" and json.loads(out) == {"run": str(run)}
+    # A config whose data file is missing generates it: quietly too.
+    seen = []
+
+    def generate(path, g, progress=True):
+        seen.append(progress)
+        shutil.copy(files[0] / "data.h5", path)
+        return path
+
+    from pihc.training.problems import get_problem
+
+    ds = get_problem("diffusion-sorption")
+    register_problem("reliability-generated", Problem(open=ds.open, generate=generate, grid=ds.grid))
+    cfg = tmp_path / "gen.yaml"
+    cfg.write_text(files[1].read_text().replace("problem: diffusion-sorption", "problem: reliability-generated")
+                   .replace(str(files[0] / "data.h5"), str(tmp_path / "made.h5")))
+    rc, out, err = run_cli(capsys, "train", "--config", cfg, "--out", tmp_path / "gen", "--max-steps", "1",
+                           "--quiet")
+    assert rc == 0 and err == "" and out.strip() == json.dumps({"run": str(tmp_path / "gen")})
+    assert seen == [False]
