@@ -46,8 +46,8 @@ _TEMP = re.compile(r"^\.(?P<name>.+)\.pid(?P<pid>\d+)\.[^.]+\.tmp$")
 
 @contextlib.contextmanager
 def temp_sibling(path: str | Path) -> Iterator[Path]:
-    """A temporary file beside ``path`` (normal permissions), renamed over ``path`` when the block
-    ends without an exception and removed when it raises (an interrupt included).  The block
+    """A temporary file beside ``path`` (normal permissions), fsynced and renamed over ``path`` when
+    the block ends without an exception, removed when it raises (an interrupt included).  The block
     writes the file by name (e.g. with h5py) or through :func:`atomic_write_bytes`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,6 +56,11 @@ def temp_sibling(path: str | Path) -> Iterator[Path]:
         os.fchmod(fd, 0o666 & ~_umask())
         os.close(fd)
         yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)  # on disk before the rename, so a crash leaves old or new, whole
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -64,12 +69,9 @@ def temp_sibling(path: str | Path) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary sibling, flushed, fsynced, then renamed."""
+    """Write ``data`` to ``path`` atomically: a temporary sibling, fsynced, then renamed."""
     with temp_sibling(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
