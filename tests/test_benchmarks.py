@@ -109,3 +109,24 @@ def test_loglog_slope_recovers_a_power_law():
     assert slope([1e2, 1e3, 1e4], [2e-4, 2e-2, 2.0]) == pytest.approx(2.0)
     assert slope([1e2, 1e3, 1e4], [1.0, None, 10.0]) == pytest.approx(0.5)
     assert slope([1e2], [1.0]) is None
+
+
+def test_gpu_runs_reads_variants_and_tells_which_runs_to_start_resume_or_evaluate(tmp_path):
+    """``benchmarks/gpu_runs.py``: the variants file and the state of a run directory that decides whether
+    the next call trains it anew, resumes it from its checkpoint, evaluates it or leaves it."""
+    mod = runpy.run_path(str(BENCHMARKS / "gpu_runs.py"))
+    f = tmp_path / "v.txt"
+    f.write_text("# comment\n\nsc-s0 diffusion-sorption/sc   # trailing\nmoe-s1 diffusion-sorption/moe --set run.seed=1\n")
+    assert mod["read_variants"](f) == [("sc-s0", "diffusion-sorption/sc", []),
+                                       ("moe-s1", "diffusion-sorption/moe", ["--set", "run.seed=1"])]
+    run = tmp_path / "run"
+    state = lambda: mod["run_state"](run, 10)  # noqa: E731
+    assert state() == "new"
+    run.mkdir()
+    (run / "checkpoint.eqx").write_bytes(b"x")
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in range(1, 5)) + '{"st')
+    assert mod["last_step"](run) == 4 and state() == "partial"  # a torn last line is skipped
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in range(1, 11)))
+    assert state() == "trained"
+    (run / "evaluation.json").write_text("{}")
+    assert state() == "evaluated"
