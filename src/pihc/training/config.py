@@ -51,6 +51,11 @@ class DataConfig:
     train_samples: int | None = None
     test_samples: int = 100
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The model grid's points per axis, time first (what ``Problem.grid`` is given)."""
+        return (self.nt, self.nx)
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -162,7 +167,16 @@ class RunConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """A run's configuration.
+
+    ``problem``: a registered problem (``diffusion-sorption``) or a
+    :class:`pihc.Problem` as ``"module.path:Attribute"``, importable from the
+    working directory; ``problem_options``: that class's fields (its
+    constructor's keyword arguments, e.g. ``{viscosity: 0.01}``).
+    """
+
     problem: str = "diffusion-sorption"
+    problem_options: dict = dataclasses.field(default_factory=dict)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     constraint: ConstraintConfig = ConstraintConfig()
@@ -202,6 +216,10 @@ def _coerce(tp, value, where: str):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     kinds = {bool: "true or false", int: "an integer", str: "a string"}
     if tp in kinds:
         # A bool is an int in Python: an integer field refuses true/false.

@@ -33,7 +33,7 @@ from .config import Config
 from ..data.hdf5 import DataError
 from ..files import check_writable
 from .io import MetricsLog, atomic_write_text, finite_json
-from .problems import get_problem
+from .problems import problem_of
 from .data import PreparedData, load_fields
 from .model import on_grid
 from .run import load_run
@@ -189,7 +189,7 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
 
 
 def _other_data(cfg: Config, data: PreparedData, path: str) -> PreparedData:
-    ds = get_problem(cfg.problem).open(Path(path))
+    ds = problem_of(cfg).open(Path(path))
     ds.grid.factors_to(data.grid)  # refuses data that is not an integer multiple of the model grid
     n = len(ds.samples)
     n_test = min(cfg.data.test_samples, n)
@@ -198,7 +198,7 @@ def _other_data(cfg: Config, data: PreparedData, path: str) -> PreparedData:
 
 def _solver_timing(cfg: Config, data: PreparedData, u0: np.ndarray, n: int = 8) -> dict:
     """Seconds per sample of the numerical solver at the data's resolution."""
-    problem = get_problem(cfg.problem)
+    problem = problem_of(cfg)
     if problem.solve is None:
         return {}
     ds = problem.open(Path(data.path))

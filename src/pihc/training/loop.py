@@ -35,7 +35,7 @@ from .data import PreparedData, load_initial, prepare_data
 from .io import CHECKPOINT, MetricsLog, save_checkpoint
 from .model import build_model, check_init_from, load_backbone
 from .optim import learning_rate_schedule, make_optimizer
-from .problems import get_problem
+from .problems import problem_of
 from .run import METRICS, RunLock, check_resumable, resume_run, start_run
 from .step import loss_grid, make_step, step_inputs
 
@@ -66,7 +66,7 @@ def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, res
     check_writable(run_dir, "run directory", directory=True)
     check_resumable(run_dir, resume)
     src_cfg = None if resume else check_init_from(cfg)
-    loss_grid(cfg, get_problem(cfg.problem).grid(cfg.data.nt, cfg.data.nx))  # before any compute
+    loss_grid(cfg, problem_of(cfg).grid(cfg.data.shape))  # before any compute
     data = prepare_data(cfg, log, progress=progress)
     model = build_model(cfg, data.pde, data.grid, jax.random.key(cfg.run.seed + 1))
     if src_cfg is not None:
