@@ -184,7 +184,7 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
         from .plots import plot_run
 
         plot_run(run_dir / f"plots{suffix}", grid, truth, u, rel_t, MetricsLog(run_dir / "metrics.jsonl").read(),
-                 out.get("experts"), res)
+                 out.get("experts"), res, weights=dataclasses.asdict(cfg.loss), splits=tuple(splits))
     return out
 
 
@@ -207,4 +207,4 @@ def _solver_timing(cfg: Config, data: PreparedData, u0: np.ndarray, n: int = 8) 
     problem.solve(u0_fine, ds.pde, data.data_grid)
     s = (time.perf_counter() - t0) / len(u0_fine)
     return {"numerical_solver_s_per_sample": s, "numerical_solver_output_grid": list(data.data_grid.shape),
-            "numerical_solver_note": "as the generator solves (1024 x 101 where the grid divides it), one process"}
+            "numerical_solver_note": "the problem's reference solver as it makes the data file, one process"}

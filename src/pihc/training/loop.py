@@ -130,7 +130,8 @@ def run_steps(cfg: Config, run_dir: Path, data: PreparedData, optimizer: optax.G
     tied_fn = make_step(cfg, optimizer, data.pde, data.grid, model.constraint.tied()) if start < n_tied else None
     schedule = learning_rate_schedule(cfg)
     config = config_json(cfg)
-    heldout = _heldout_error(cfg, data, log) if cfg.run.eval_every > 0 else None
+    every = cfg.run.eval_every
+    heldout = _heldout_error(cfg, data, log) if every > 0 and end // every > start // every else None
 
     def save(done: int, model, opt_state) -> None:
         nonlocal saved
