@@ -59,7 +59,7 @@ class AllenCahnProblem(pihc.Problem):
 
     diffusivity: float = 5e-3
     rate: float = 1.0
-    t_end: float = 2.0
+    t_end: float = 1.0
     amplitude: float = 0.5
     modes: int = 3
 

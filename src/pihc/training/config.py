@@ -422,12 +422,21 @@ def config_changes(old: dict, new: dict, where: str = "") -> list[tuple[str, Any
     return out
 
 
+def _merged(defaults: dict, recorded: dict) -> dict:
+    """``recorded`` with the keys it lacks taken from ``defaults`` (nested)."""
+    out = dict(defaults)
+    for k, v in recorded.items():
+        out[k] = _merged(defaults[k], v) if isinstance(v, dict) and isinstance(defaults.get(k), dict) else v
+    return out
+
+
 def check_unchanged(cfg: Config, meta: dict, run_dir: Path) -> None:
     """Refuse ``cfg`` (``run_dir``'s ``config.yaml``) unless it is the config recorded in the
     checkpoint metadata ``meta``; the message names every changed key."""
     if "config" not in meta:
         return
-    changes = config_changes(meta["config"], config_json(cfg))
+    # Keys added to the config since the checkpoint was written read as their defaults.
+    changes = config_changes(_merged(config_json(Config()), meta["config"]), config_json(cfg))
     if changes:
         shown = "; ".join(f"{k}: {a!r} when trained, {b!r} now" for k, a, b in changes[:8])
         more = f" and {len(changes) - 8} more" if len(changes) > 8 else ""

@@ -75,9 +75,14 @@ def map_chunks(f, arrays, seed: int = 0, chunk: int = 8):
     n = len(arrays[0])
     outs = []
     for i in range(0, n, chunk):
-        keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), i), min(chunk, n - i))
+        keys = chunk_keys(seed, i, min(chunk, n - i))
         outs.append(jax.device_get(f(*(jnp.asarray(a[i:i + chunk]) for a in arrays), keys)))
     return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+
+
+def chunk_keys(seed: int, start: int, n: int):
+    """The solver keys of samples ``start .. start + n - 1`` of a chunk (:func:`map_chunks`)."""
+    return jax.random.split(jax.random.fold_in(jax.random.key(seed), start), n)
 
 
 def predict(model, u0: np.ndarray, seed: int = 0, chunk: int = 8):

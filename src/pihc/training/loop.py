@@ -189,7 +189,10 @@ def _heldout_error(cfg: Config, data: PreparedData, log: Callable[[str], None]):
             " the held-out error is not logged")
         return None
     truth = jnp.asarray(load_fields(cfg, data, data.test_idx[:cfg.run.eval_samples], log))
-    keys = jax.random.split(jax.random.key(cfg.run.seed + 2), truth.shape[0])
+    from .evaluation import chunk_keys
+
+    # The keys (sampled points) of `pihc evaluate` for the same samples: the same numbers.
+    keys = jnp.concatenate([chunk_keys(cfg.run.seed, i, min(8, len(truth) - i)) for i in range(0, len(truth), 8)])
     axes = tuple(range(1, truth.ndim))
     norm = jnp.sqrt(jnp.sum(truth**2, axis=axes))
 
