@@ -42,13 +42,13 @@ def logistic(g, u0=0.3, r=1.0):
 
 def test_check_pde_passes_the_examples_and_measures_the_order_on_exact_solutions(examples):
     burgers, allen_cahn = examples
-    grid = burgers.BurgersProblem().grid((33, 64))
+    grid = burgers.BurgersProblem().grid((17, 32))
     rep = pihc.check_pde(burgers.Burgers(0.02), grid, exact=cole_hopf)
     assert rep["failures"] == [] and max(rep["terms_affine_error"].values()) < 1e-12
-    assert rep["n_initial_rows"] == 64 and rep["n_boundary_rows"] == 0
+    assert rep["n_initial_rows"] == 32 and rep["n_boundary_rows"] == 0
     # Spectral in x, BDF2 in time (its first row BDF1): the residual falls at about second order.
-    assert rep["exact"]["residual_rms"] < 5e-3 and 1.4 < rep["exact"]["residual_order"] < 2.6
-    grid = allen_cahn.AllenCahnProblem().grid((33, 16))
+    assert rep["exact"]["residual_rms"] < 1e-2 and 1.4 < rep["exact"]["residual_order"] < 2.6
+    grid = allen_cahn.AllenCahnProblem().grid((17, 8))
     rep = pihc.check_pde(allen_cahn.AllenCahn(5e-3, 1.0), grid, exact=logistic)
     assert rep["failures"] == [] and 1.4 < rep["exact"]["residual_order"] < 2.6
 
@@ -104,10 +104,10 @@ def test_initial_conditions_are_functions_of_the_seed_on_every_grid(examples):
 
 
 def _tiny_overrides(tmp_path, name):
-    return [f"data.path={tmp_path / name}-ref.h5", "data.nt=17", "data.nx=32", "data.generate.nt=17",
-            "data.generate.nx=32", "data.generate.samples=40", "data.test_samples=4", "model.width=12",
-            "model.modes=[4, 6]", "model.layers=2", "model.n_basis=8", "constraint.n_points=300",
-            "optim.batch=4", "optim.steps=24", "optim.lr=1e-2", "optim.decay_every=100", "run.eval_every=1",
+    return [f"data.path={tmp_path / name}-ref.h5", "data.nt=9", "data.nx=32", "data.generate.nt=9",
+            "data.generate.nx=32", "data.generate.samples=40", "data.test_samples=4", "model.width=8",
+            "model.modes=[3, 6]", "model.layers=2", "model.n_basis=8", "constraint.n_points=150",
+            "optim.batch=4", "optim.steps=30", "optim.lr=1e-2", "optim.decay_every=100", "run.eval_every=1",
             "run.eval_samples=4", "run.checkpoint_every=100"]
 
 
@@ -122,22 +122,47 @@ def test_examples_train_from_the_command_line_and_residual_and_error_decrease(tm
     assert cli.main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # the one-line summary
     m = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert summary["steps"] == 24 and summary["final_loss"] == m[-1]["loss"]
+    assert summary["steps"] == 30 and summary["final_loss"] == m[-1]["loss"]
+    assert summary["heldout_rel_l2"] == m[-1]["heldout_rel_l2"]
     assert Path(summary["report"]).is_file() and (run / "plots" / "loss.png").is_file()
-    # Physics-informed: the initial condition by construction, no failed solve, and in 24 steps
+    # Physics-informed: the initial condition by construction, no failed solve, and in 30 steps
     # both the PDE residual and the held-out error (against the spectral reference) fall.
     assert all(r["initial"] == 0.0 and r["failed_solves"] == 0 for r in m)
     pde = [r["pde"] for r in m]
-    assert np.mean(pde[-4:]) < 0.7 * np.mean(pde[:4])
+    assert np.mean(pde[-5:]) < 0.5 * np.mean(pde[:5])
     held = [r["heldout_rel_l2"] for r in m]
-    assert held[-1] < 0.8 * held[0]
+    assert np.mean(held[-3:]) < 0.85 * np.mean(held[:3])
     # The reference file holds the held-out samples only (seeds 36-39 of 40), made by the solver.
     assert cli.main(["data", "info", str(tmp_path / f"{name}-ref.h5")]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["samples"] == 4 and info["seeds"] == [36, 39] and info["shape"] == [17, 32]
-    assert cli.main(["evaluate", str(run), "--no-plots"]) == 0
-    ev = json.loads((run / "evaluation.json").read_text())
-    assert ev["rel_l2_mean"] == pytest.approx(held[-1], rel=1e-6)  # the same 4 samples, the same model
+    assert info["samples"] == 4 and info["seeds"] == [36, 39] and info["shape"] == [9, 32]
+    if name == "burgers":  # `pihc evaluate` scores the same 4 samples with the same solver keys
+        assert cli.main(["evaluate", str(run), "--no-plots"]) == 0
+        ev = json.loads((run / "evaluation.json").read_text())
+        assert ev["rel_l2_mean"] == pytest.approx(held[-1], rel=1e-6)
+
+
+def test_generate_writes_the_held_out_reference_of_a_config(tmp_path, examples, capsys, monkeypatch):
+    burgers, _ = examples
+    monkeypatch.chdir(tmp_path)
+    cfg = str(REPO / "examples" / "burgers.yaml")
+    sets = ["--set", "data.generate.nt=9", "--set", "data.generate.nx=16", "--set", "data.test_samples=3"]
+    assert cli.main(["generate", "--config", cfg, *sets, "--samples", "10", "--out", "ref.h5", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["written"] == "ref.h5"
+    from pihc.data.reference import open_reference
+
+    ds = open_reference("ref.h5")
+    p = burgers.BurgersProblem()
+    grid = p.grid((9, 16))
+    assert ds.grid == grid and list(ds.seeds) == [7, 8, 9]  # the last 3 of 10 samples
+    np.testing.assert_allclose(ds.load([0, 2]), p.solve(p.initial_conditions([7, 9], grid), grid), rtol=0,
+                               atol=1e-13)
+    # Another problem's options are refused by name when the file is read for a config.
+    from pihc.training.problems import get_problem
+
+    with pytest.raises(ValueError, match="viscosity"):
+        get_problem("examples.burgers:BurgersProblem", {"viscosity": 0.05}).open("ref.h5")
+    assert cli.main(["generate", "--config", cfg, *sets, "--out", "ref.h5", "--quiet"]) == 2  # exists
 
 
 def test_a_problem_from_the_working_directory_trains_without_any_data(tmp_path, monkeypatch):
@@ -181,8 +206,9 @@ class HeatProblem(pihc.Problem):
     u0 = np.sin(2 * np.pi * data.grid.coords("x"))
     u = model(jnp.asarray(u0), jax.random.key(0)).u
     np.testing.assert_allclose(u[0], u0, atol=1e-12)  # by construction
-    # Scoring needs a reference: without a solver or a file, one line says so.
+    # Scoring needs a reference: without a solver or a file, one line says so; nothing to generate.
     assert cli.main(["evaluate", "run"]) == 2
+    assert cli.main(["generate", "--config", "heat.yaml"]) == 2
 
 
 def test_unknown_modules_attributes_and_options_are_one_line(tmp_path, examples, capsys, monkeypatch):

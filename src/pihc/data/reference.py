@@ -74,7 +74,8 @@ def generate_reference(path, problem, g, spec: str, options: dict, *, progress: 
     if u.shape != (len(seeds),) + grid.shape:
         raise DataError(f"{spec}.solve returned shape {u.shape}; expected {(len(seeds),) + grid.shape}"
                         " (samples, then the grid)")
-    config = {"problem": spec, "problem_options": options, "pde": _fields(problem.pde),
+    config = {"problem": spec, "problem_options": options, "problem_fields": _fields(problem),
+              "pde": _fields(problem.pde),
               "generator": {"samples": g.samples, "nt": g.nt, "nx": g.nx, "seed": g.seed}}
     return write_reference(path, u, grid, seeds, config)
 
@@ -135,11 +136,14 @@ class ReferenceDataset:
         if not self.samples:
             raise DataError(f"{self.path} holds no samples")
         self.pde = None if problem is None else problem.pde
-        if spec is not None:
-            recorded = (self.config.get("problem"), self.config.get("problem_options", {}))
-            if recorded != (spec, dict(options or {})):
-                raise DataError(f"{self.path} holds reference solutions of {recorded[0]} with options {recorded[1]};"
-                                f" the config asks for {spec} with {dict(options or {})}. Give another data.path"
+        if spec is not None and problem is not None:
+            # The problem's fields (defaults included), so that {} and the default values agree.
+            mine = _fields(problem) if "problem_fields" in self.config else dict(options or {})
+            recorded = (self.config.get("problem"), self.config.get("problem_fields",
+                                                                   self.config.get("problem_options", {})))
+            if recorded != (spec, mine):
+                raise DataError(f"{self.path} holds reference solutions of {recorded[0]} with {recorded[1]};"
+                                f" the config asks for {spec} with {mine}. Give another data.path"
                                 " (it is made when missing) or the matching problem_options")
 
     def __len__(self) -> int:
