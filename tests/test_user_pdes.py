@@ -146,7 +146,8 @@ def test_generate_writes_the_held_out_reference_of_a_config(tmp_path, examples, 
     burgers, _ = examples
     monkeypatch.chdir(tmp_path)
     cfg = str(REPO / "examples" / "burgers.yaml")
-    sets = ["--set", "data.generate.nt=9", "--set", "data.generate.nx=16", "--set", "data.test_samples=3"]
+    sets = ["--set", "data.generate.nt=9", "--set", "data.generate.nx=16", "--set", "data.nt=9", "--set", "data.nx=16",
+            "--set", "data.test_samples=3"]
     assert cli.main(["generate", "--config", cfg, *sets, "--samples", "10", "--out", "ref.h5", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["written"] == "ref.h5"
     from pihc.data.reference import open_reference

@@ -13,7 +13,7 @@ from .run import load_run
 # their seam, the initial condition by construction (exact for every weight vector), a
 # small FNO; a run of a few minutes on a CPU.  Every key can be overridden.
 NEW_PDE_DEFAULTS = [
-    "data.nt=33", "data.nx=64", "data.generate.nt=33", "data.generate.nx=64", "data.generate.samples=520",
+    "data.nt=33", "data.nx=64", "data.generate.samples=520",
     "data.test_samples=8", "model.method=moe", "model.width=32", "model.modes=[8, 8]", "model.layers=4",
     "model.n_basis=16", "constraint.splits=[1, 2]", "constraint.n_points=1000", "constraint.overlap=[0, 4]",
     "constraint.blend=true", "constraint.initial_condition=construction", "optim.lr=3e-3",

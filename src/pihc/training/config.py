@@ -26,11 +26,17 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
-    """How to make the dataset when its file is missing (``pihc generate``)."""
+    """How to make the dataset when its file is missing (``pihc generate``).
+
+    ``nt``, ``nx``: the grid the data are made on, a multiple of the model's
+    (``data.nt``, ``data.nx``; unset: the model's grid).  ``ic``: the
+    initial-condition family of diffusion-sorption's generator (a
+    :class:`pihc.Problem` samples its own).
+    """
 
     samples: int = 1000
-    nx: int = 1024
-    nt: int = 101
+    nx: int | None = None
+    nt: int | None = None
     seed: int = 0
     ic: str = "pdebench"
 
@@ -50,6 +56,11 @@ class DataConfig:
     nx: int = 1024
     train_samples: int | None = None
     test_samples: int = 100
+
+    def generator(self) -> GeneratorConfig:
+        """``generate`` with its grid resolved (unset sizes: the model grid's)."""
+        g = self.generate
+        return dataclasses.replace(g, nt=self.nt if g.nt is None else g.nt, nx=self.nx if g.nx is None else g.nx)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -367,7 +378,7 @@ def validate(cfg: Config) -> None:
     if cfg.data.train_samples is not None and cfg.data.train_samples < 1:
         raise ConfigError(f"data.train_samples must be >= 1 (or unset: every sample not held out), got"
                           f" {cfg.data.train_samples}")
-    g = cfg.data.generate
+    g = cfg.data.generator()
     for name, v, lo in [("data.nt", cfg.data.nt, 2), ("data.nx", cfg.data.nx, 2),
                         ("data.generate.samples", g.samples, 1), ("data.generate.nt", g.nt, 2),
                         ("data.generate.nx", g.nx, 2), ("data.generate.seed", g.seed, 0),

@@ -10,7 +10,7 @@ Two kinds of problem (:mod:`pihc.training.problems`):
   ``data.generate.seed + i``, ``i < data.generate.samples``; the first
   ``train_samples`` are sampled for training (no solution is needed), the last
   ``test_samples`` are held out and their reference solutions, on the grid
-  ``data.generate.(nt, nx)``, are the file ``data.path``, made by the problem's
+  ``data.generate.(nt, nx)`` (default: the model grid), are the file ``data.path``, made by the problem's
   solver when first needed for scoring.
 """
 
@@ -83,7 +83,7 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
         raise ConfigError(f"data.path {path} is a directory; give the dataset file")
     grid = problem.grid(cfg.data.shape)
     if problem.initial is not None:
-        g = cfg.data.generate
+        g = cfg.data.generator()
         n_train, n_test = _split_sizes(cfg, g.samples, "data.generate.samples")
         if path.exists():
             ds = problem.open(path)
@@ -95,7 +95,7 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
         data_grid.factors_to(grid)  # raises a GridError naming the axis if not an integer multiple
         return PreparedData(problem.source.pde, grid, data_grid, str(path), np.arange(n_train), test_idx)
     if not path.exists():
-        _generate(cfg, path, cfg.data.generate, log, progress)
+        _generate(cfg, path, cfg.data.generator(), log, progress)
     ds = problem.open(path)
     ds.grid.factors_to(grid)  # raises a GridError naming the axis if not an integer multiple
     n = len(ds.samples)
@@ -112,7 +112,7 @@ def ensure_reference(cfg: Config, data: PreparedData, log: Callable[[str], None]
     path = Path(data.path)
     if problem.initial is None or path.exists():
         return
-    g = cfg.data.generate
+    g = cfg.data.generator()
     n_train, n_test = _split_sizes(cfg, g.samples, "data.generate.samples")
     held_out = dataclasses.replace(g, samples=n_test, seed=g.seed + g.samples - n_test)
     _generate(cfg, path, held_out, log, progress)

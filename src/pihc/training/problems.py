@@ -91,13 +91,12 @@ def get_problem(name: str, options: dict | None = None) -> Problem:
     """The record of a registered problem, or of ``"module.path:Attribute"`` built with ``options``."""
     if ":" in name:
         return _from_spec(name, dict(options or {}))
+    if name not in _PROBLEMS:
+        raise ConfigError(f"unknown problem {name!r}; known: {sorted(_PROBLEMS)}, or a pihc.Problem as"
+                          " 'module.path:Attribute' (importable from the working directory)")
     if options:
         raise ConfigError(f"problem_options: the registered problem {name!r} takes none; got {sorted(options)}")
-    try:
-        return _PROBLEMS[name]
-    except KeyError:
-        raise ConfigError(f"unknown problem {name!r}; known: {sorted(_PROBLEMS)}, or a pihc.Problem as"
-                          " 'module.path:Attribute' (importable from the working directory)") from None
+    return _PROBLEMS[name]
 
 
 def problem_of(cfg: Config) -> Problem:
