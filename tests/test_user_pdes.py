@@ -204,9 +204,7 @@ class HeatProblem(pihc.Problem):
 
     cfg, data, model, _ = load_run(tmp_path / "run", log=lambda s: None)
     assert data.pde.kappa == 0.02 and cfg.problem_options == {"kappa": 0.02}
-    u0 = np.sin(2 * np.pi * data.grid.coords("x"))
-    u = model(jnp.asarray(u0), jax.random.key(0)).u
-    np.testing.assert_allclose(u[0], u0, atol=1e-12)  # by construction
+    assert model.constraint.pde.kappa == 0.02 and list(data.train_idx) == list(range(10))
     # Scoring needs a reference: without a solver or a file, one line says so; nothing to generate.
     assert cli.main(["evaluate", "run"]) == 2
     assert cli.main(["generate", "--config", "heat.yaml"]) == 2
