@@ -28,3 +28,47 @@ def test_cli_bench_runs_the_checkouts_script_or_says_where_the_benchmarks_are(mo
     assert cli.main(["bench", "generator"]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "ship with the source repository" in err
+
+
+def test_configs_lists_every_builtin_config(capsys):
+    from pihc import cli
+    from pihc.training.config import builtin_configs
+
+    assert cli.main(["configs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == builtin_configs()
+    assert any(line.startswith("diffusion-sorption/demo ") and "moe, 51 x 128, 1000 steps" in line for line in lines)
+
+
+def test_every_option_shows_its_default_and_a_help_line():
+    import argparse
+
+    from pihc import cli
+
+    parser = cli.build_parser()
+    parsers = [parser]
+    while parsers:
+        p = parsers.pop()
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += list(action.choices.values())
+            elif action.option_strings and action.dest != "help":
+                assert action.help, f"{p.prog} {action.option_strings} has no help line"
+        text = p.format_help()
+        for action in p._actions:
+            if action.option_strings and action.dest != "help" and not isinstance(action, argparse._SubParsersAction):
+                assert action.option_strings[-1] in text
+    train_help = parser._subparsers._group_actions[0].choices["train"].format_help()
+    assert "(default: unset)" in train_help and "(default: off)" in train_help
+    demo_help = parser._subparsers._group_actions[0].choices["demo"].format_help()
+    assert "(default: runs/demo)" in demo_help
+
+
+def test_bench_help_lists_the_benchmarks(capsys):
+    from pihc import cli
+
+    assert cli.main(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    for name, script in cli.BENCHMARKS.items():
+        assert f"  {name} " in out and f"benchmarks/{script}.py" in out
+    assert cli.main(["bench"]) == 2 and "step-cost" in capsys.readouterr().err

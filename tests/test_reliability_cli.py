@@ -12,7 +12,7 @@ from pihc import cli
 from pihc.data.diffusion_sorption import physical_constants
 from pihc.data.hdf5 import write_pdebench
 from pihc.pdes import DiffusionSorption, diffusion_sorption_grid
-from pihc.training.io import CHECKPOINT, read_checkpoint_meta
+from pihc.training.io import CHECKPOINT, MetricsLog, read_checkpoint_meta
 from pihc.training.problems import Problem, register_problem
 
 NT, NX = 9, 32
@@ -144,7 +144,10 @@ def test_divergence_exits_1_and_names_the_last_finite_state(files, capsys, tmp_p
 def test_quiet_prints_only_the_result(trained, files, capsys, tmp_path):
     run = Path(shutil.copytree(trained, tmp_path / "run"))
     rc, out, err = run_cli(capsys, "train", "--resume", run, "--max-steps", "1", "--quiet")
-    assert rc == 0 and err == "" and json.loads(out) == {"run": str(run)}
+    summary = json.loads(out)  # one line: the run, its steps, final loss and report
+    assert rc == 0 and err == "" and len(out.strip().splitlines()) == 1 and summary["run"] == str(run)
+    assert summary["report"] == str(run / "report.md") and (run / "report.md").is_file()
+    assert summary["final_loss"] == MetricsLog(run / "metrics.jsonl").read()[-1]["loss"]
     # A config whose data file is missing generates it: quietly too.
     seen = []
 
@@ -162,5 +165,6 @@ def test_quiet_prints_only_the_result(trained, files, capsys, tmp_path):
                    .replace(str(files[0] / "data.h5"), str(tmp_path / "made.h5")))
     rc, out, err = run_cli(capsys, "train", "--config", cfg, "--out", tmp_path / "gen", "--max-steps", "1",
                            "--quiet")
-    assert rc == 0 and err == "" and out.strip() == json.dumps({"run": str(tmp_path / "gen")})
+    assert rc == 0 and err == "" and json.loads(out)["run"] == str(tmp_path / "gen")
+    assert len(out.strip().splitlines()) == 1 and json.loads(out)["steps"] == 1
     assert seen == [False]

@@ -1,4 +1,4 @@
-"""Command-line interface: ``pihc generate | data info | train | evaluate | bench | demo``.
+"""Command-line interface: ``pihc generate | data info | train | evaluate | configs | bench | demo``.
 
 Run ``pihc COMMAND --help`` for each command's options.  Every command runs
 the solver layer in float64 (it switches JAX's x64 mode on at start).
@@ -38,7 +38,39 @@ def _x64():
     jax.config.update("jax_enable_x64", True)
 
 
+def _cmd_generate_config(a) -> int:
+    """``pihc generate --config CONFIG``: the config's data file (a sampled problem: its held-out reference)."""
+    import dataclasses
+
+    from .training.config import load_config
+    from .training.data import ensure_reference, prepare_data
+    from .training.problems import problem_of
+
+    if getattr(a, "problem", None):
+        raise UsageError("give either a problem (pihc generate diffusion-sorption ...) or --config, not both")
+    cfg = load_config(a.config, list(a.set) + ([f"data.path={a.out}"] if a.out else []))
+    if a.samples is not None:
+        g = dataclasses.replace(cfg.data.generate, samples=a.samples)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, generate=g, test_samples=min(
+            cfg.data.test_samples, a.samples - 1) if a.samples > 1 else 1))
+    if Path(cfg.data.path).exists():
+        raise FileExistsError(f"{cfg.data.path} exists; remove it or give another --out")
+    problem = problem_of(cfg)
+    if problem.initial is not None and problem.solve is None:
+        raise UsageError(f"{cfg.problem} has no reference solver (define solve(u0, grid) on it): there is"
+                         " nothing to generate; training needs no data")
+    log = (lambda s: None) if a.quiet else print
+    data = prepare_data(cfg, log, progress=not a.quiet)  # a registered problem's file is generated here
+    ensure_reference(cfg, data, log, progress=not a.quiet)
+    print(json.dumps({"written": cfg.data.path, "problem": cfg.problem}))
+    return 0
+
+
 def _cmd_generate(a) -> int:
+    if a.config:
+        return _cmd_generate_config(a)
+    if not getattr(a, "problem", None):
+        raise UsageError("give a problem (pihc generate diffusion-sorption ...) or --config CONFIG")
     from .data.diffusion_sorption import IC_FAMILIES, generate_diffusion_sorption
     from .files import check_writable
 
@@ -53,8 +85,9 @@ def _cmd_generate(a) -> int:
 
 def _cmd_data_info(a) -> int:
     from .data.hdf5 import info
+    from .data.reference import is_reference, reference_info
 
-    d = info(a.path, check=a.check)
+    d = (reference_info if is_reference(a.path) else info)(a.path, check=a.check)
     print(json.dumps(d, indent=2, default=str))
     bad = d.get("bad_samples") or []
     if a.check and bad:
@@ -85,7 +118,40 @@ def _cmd_train(a) -> int:
         cfg = load_config(a.config, overrides)
         out = a.out or str(Path("runs") / Path(a.config).stem)
         run = train(cfg, out, max_steps=a.max_steps, progress=not a.quiet, log=log)
-    print(json.dumps({"run": str(run)}))
+    print(json.dumps(_train_summary(Path(run))))
+    return 0
+
+
+def _train_summary(run: Path) -> dict:
+    """The one-line summary of a training run (and its report, written with the loss plot)."""
+    from .training.io import MetricsLog
+    from .training.plots import plot_loss
+    from .training.config import load_config
+    from .training.report import write_report
+
+    metrics = [m for m in MetricsLog(run / "metrics.jsonl").read() if not m.get("stopped")]
+    out: dict = {"run": str(run)}
+    if metrics:
+        cfg = load_config(run / "config.yaml")
+        import dataclasses
+
+        plot_loss(run / "plots" / "loss.png", metrics, dataclasses.asdict(cfg.loss))
+        out.update(steps=metrics[-1]["step"], final_loss=metrics[-1]["loss"])
+        held = [m for m in metrics if "heldout_rel_l2" in m]
+        if held:
+            out["heldout_rel_l2"] = held[-1]["heldout_rel_l2"]
+    out["report"] = str(write_report(run))
+    out["next"] = f"pihc evaluate {run}"
+    return out
+
+
+def _cmd_configs(a) -> int:
+    from .training.config import builtin_configs, load_config
+
+    for name in builtin_configs():
+        cfg = load_config(name)
+        print(f"{name:36s} {cfg.problem}, {cfg.model.method}, {cfg.data.nt} x {cfg.data.nx},"
+              f" {cfg.optim.steps} steps")
     return 0
 
 
@@ -106,6 +172,14 @@ def _cmd_evaluate(a) -> int:
 
 
 # ``pihc bench NAME`` runs benchmarks/SCRIPT.py of a source checkout; the scripts are not in the package.
+BENCHMARK_HELP = {
+    "constraint": "the constraint layer's cost and accuracy against its size (and optimistix)",
+    "constraint-ablation": "accuracy of the constraint's options (rows, weights, blending)",
+    "step-cost": "seconds per training step of PI-SC, PI-HC and PI-HC-MoE",
+    "step-profile": "a training step's time by named scope (backbone, constraint, loss)",
+    "accuracy": "train and evaluate configs over seeds (the results tables)",
+    "generator": "the diffusion-sorption data generator's speed and accuracy",
+}
 BENCHMARKS = {
     "constraint": "constraint_scaling",
     "constraint-ablation": "constraint_ablation",
@@ -124,6 +198,14 @@ def find_benchmark(script: str) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def _bench_usage() -> str:
+    rows = "\n".join(f"  {name:20s} {BENCHMARK_HELP.get(name, '')} (benchmarks/{script}.py)"
+                     for name, script in BENCHMARKS.items())
+    return ("usage: pihc bench NAME [ARGS ...]\n\nRun a benchmark script of a source checkout; it prints and saves"
+            " JSON (docs/benchmarks.md).\n`pihc bench NAME --help` shows the script's own options.\n\n"
+            f"benchmarks:\n{rows}\n")
 
 
 def _cmd_bench(name: str, rest: list[str]) -> int:
@@ -158,8 +240,24 @@ class UsageError(ValueError):
     """Arguments that do not go together."""
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help line ends with its default (``unset``, ``off`` or the value), unless it says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        d = action.default
+        shown = "unset" if d is None else "off" if d is False else "none" if d == [] else "%(default)s"
+        return f"{text} (default: {shown})"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its errors as one line, ``error: ...``, that says where the options are listed."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)  # every option's default
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
@@ -184,47 +282,58 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pihc", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser("generate", help="generate a dataset with pihc's numerical solver")
-    gsub = g.add_subparsers(dest="problem", required=True)
+    g = sub.add_parser("generate", help="generate a dataset with pihc's numerical solver",
+                       description="Generate a dataset: `pihc generate diffusion-sorption ...`, or the data file of a"
+                                   " config with `pihc generate --config CONFIG` (for a pihc.Problem with a solver:"
+                                   " the reference solutions of its held-out samples).")
+    g.add_argument("--config", help="a config (YAML file or built-in name): write its data.path")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config entry (with --config; repeatable)")
+    g.add_argument("--samples", type=positive, default=None,
+                   help="with --config: data.generate.samples (default: the config's)")
+    g.add_argument("--out", default=None, help="with --config: the file to write (default: the config's data.path)")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
+    g.set_defaults(func=_cmd_generate, problem=None)
+    gsub = g.add_subparsers(dest="problem", required=False, metavar="PROBLEM")
     ds = gsub.add_parser("diffusion-sorption", help="1D diffusion-sorption (PDEBench's problem)")
-    ds.add_argument("--samples", type=positive, required=True)
-    ds.add_argument("--nx", type=grid_points, default=1024)
-    ds.add_argument("--nt", type=grid_points, default=101)
-    ds.add_argument("--seed", type=non_negative, default=0)
+    ds.add_argument("--samples", type=positive, required=True, help="number of trajectories")
+    ds.add_argument("--nx", type=grid_points, default=1024, help="cells in x")
+    ds.add_argument("--nt", type=grid_points, default=101, help="times in [0, 500], both ends included")
+    ds.add_argument("--seed", type=non_negative, default=0, help="sample i is seeded by seed + i")
     ds.add_argument("--ic", default="pdebench", help="initial-condition family (pdebench | smooth)")
     ds.add_argument("--batch", type=positive, default=4,
                     help="trajectories per stiff solve (4 is fastest: a larger batch moves every sample at its"
                          " slowest member's step); batches run in parallel, one process per core")
     ds.add_argument("--out", required=True, help="HDF5 file to write (atomically)")
-    ds.add_argument("--quiet", action="store_true")
-    ds.set_defaults(func=_cmd_generate)
+    ds.add_argument("--quiet", action="store_true", help="no progress bar")
+    ds.set_defaults(func=_cmd_generate, config=None)
 
     d = sub.add_parser("data", help="inspect datasets")
     dsub = d.add_subparsers(dest="action", required=True)
     di = dsub.add_parser("info", help="print a JSON summary of a dataset file")
-    di.add_argument("path")
+    di.add_argument("path", help="an HDF5 dataset (diffusion-sorption, PDEBench's, or a problem's reference file)")
     di.add_argument("--check", action="store_true", help="scan every sample for NaN/Inf (exit 1 if any)")
     di.set_defaults(func=_cmd_data_info)
 
     t = sub.add_parser("train", help="train a model from a config")
-    t.add_argument("--config", help="YAML config (see configs/)")
+    t.add_argument("--config", help="YAML config, or a built-in config's name (`pihc configs` lists them)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config entry, e.g. --set optim.steps=100 (repeatable)")
     t.add_argument("--max-steps", type=positive, help="stop after this many steps (resume later)")
-    t.add_argument("--out", help="run directory (default runs/<config name>)")
+    t.add_argument("--out", help="run directory (default: runs/<config name>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     t.add_argument("--init-from", metavar="RUN_DIR",
                    help="start from the backbone of a trained run, e.g. one on a coarser grid"
                         " (same as --set model.init_from=RUN_DIR)")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--quiet", action="store_true", help="no progress bar or log lines; only the summary")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a trained run against the numerical solution")
-    e.add_argument("run")
+    e.add_argument("run", help="a run directory (the --out of `pihc train`)")
     e.add_argument("--data", help="another dataset file (a finer grid is subsampled)")
     e.add_argument("--json", help="where to write the metrics (default RUN/evaluation.json)")
     e.add_argument("--samples", type=positive, help="evaluate only the first N test samples")
-    e.add_argument("--no-plots", action="store_true")
+    e.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     e.add_argument("--grid", type=grid_points, nargs=2, metavar=("NT", "NX"),
                    help="run the model on another grid (same backbone, constraint rebuilt there), e.g."
                         " --grid 101 1024 --data FILE for a model trained on 51 x 256")
@@ -236,14 +345,17 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run a benchmark of a source checkout, benchmarks/SCRIPT.py (constraint |"
                                      " constraint-ablation | generator | step-cost | step-profile | accuracy)",
                        add_help=False)
-    b.add_argument("name")
+    b.add_argument("name", help="the benchmark (`pihc bench --help` lists them)")
     b.set_defaults(func=None)
 
     m = sub.add_parser("demo", help="generate data, train the small MoE config, evaluate, report")
-    m.add_argument("--out", default="runs/demo")
+    m.add_argument("--out", default="runs/demo", help="the demo's run directory")
     m.add_argument("--max-steps", type=positive, default=None,
                    help="training steps of the demo, with the schedule scaled to match (default: the demo config's own 1000)")
     m.set_defaults(func=_cmd_demo)
+
+    c = sub.add_parser("configs", help="list the built-in configs (give one to `pihc train --config NAME`)")
+    c.set_defaults(func=_cmd_configs)
     return p
 
 
@@ -252,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     if argv[:1] == ["bench"] and len(argv) > 1 and not argv[1].startswith("-"):
         return _cmd_bench(argv[1], argv[2:])  # the script parses the rest
+    if argv[:1] == ["bench"]:  # ``pihc bench``, ``pihc bench --help``: the list of benchmarks
+        print(_bench_usage(), end="", file=sys.stdout if argv[1:2] in (["-h"], ["--help"]) else sys.stderr)
+        return 0 if argv[1:2] in (["-h"], ["--help"]) else 2
     try:
         a = parser.parse_args(argv)  # (``bench`` without NAME: its usage)
     except SystemExit as exit_:  # a usage error (2) or --help (0), already printed

@@ -38,7 +38,13 @@ from ..grid import Grid
 
 
 class PDE(eqx.Module):
-    """Abstract PDE.  Subclass it; fields are the physical constants."""
+    """Abstract PDE.  Subclass it; fields are the physical constants.
+
+    A subclass defines :attr:`term_names`, :meth:`terms` and :meth:`residual`;
+    the rest has defaults for a PDE on periodic space axes whose initial
+    condition is ``u(t_0) = u0`` (docs/pdes.md states the whole contract;
+    :func:`pihc.check_pde` tests an implementation numerically).
+    """
 
     @property
     @abc.abstractmethod
@@ -53,26 +59,40 @@ class PDE(eqx.Module):
     def residual(self, terms: Float[Array, "*points n_terms"]) -> Float[Array, "*points"]:
         """The pointwise PDE residual F(terms); zero where the PDE holds."""
 
-    @abc.abstractmethod
     def residual_domain(self, grid: Grid) -> np.ndarray:
-        """Boolean mask, shape ``grid.shape``: where the PDE residual applies."""
+        """Boolean mask, shape ``grid.shape``: where the PDE residual applies.
 
-    @abc.abstractmethod
+        Default: every point after the first time (``t > t_0``).  At ``t_0``
+        the initial condition holds instead, and a backward time difference
+        has no earlier point there."""
+        mask = np.ones(grid.shape, bool)
+        mask[0] = False
+        return mask
+
     def initial_rows(self, u: Float[Array, "*grid"], u0: Float[Array, "*space"], grid: Grid
                      ) -> Float[Array, " n_ic"]:
-        """Initial-condition rows; affine in ``u``, zero when ``u(t=0) = u0``."""
+        """Initial-condition rows; affine in ``u``, zero when ``u(t=0) = u0``.
 
-    @abc.abstractmethod
+        Default: ``u[0] - u0``, one row per point of the first time slice."""
+        return (u[0] - u0).reshape(-1)
+
     def initial_row_points(self, grid: Grid) -> np.ndarray:
-        """Integer grid index of each initial row, shape ``(n_ic, grid.ndim)``."""
+        """Integer grid index of each initial row, shape ``(n_ic, grid.ndim)``.
 
-    @abc.abstractmethod
+        Default: the points of the first time slice, in the order of
+        :meth:`initial_rows`' default."""
+        space = np.indices(grid.shape[1:]).reshape(grid.ndim - 1, -1).T
+        return np.concatenate([np.zeros((len(space), 1), int), space], axis=1)
+
     def boundary_rows(self, u: Float[Array, "*grid"], grid: Grid) -> Float[Array, " n_bc"]:
-        """Boundary-condition rows; affine in ``u``; empty for periodic problems."""
+        """Boundary-condition rows; affine in ``u``.  Default: none (periodic space axes)."""
+        import jax.numpy as jnp
 
-    @abc.abstractmethod
+        return jnp.zeros((0,), u.dtype)
+
     def boundary_row_points(self, grid: Grid) -> np.ndarray:
-        """Integer grid index of each boundary row, shape ``(n_bc, grid.ndim)``."""
+        """Integer grid index of each boundary row, shape ``(n_bc, grid.ndim)``.  Default: none."""
+        return np.zeros((0, grid.ndim), int)
 
     def parametrise(self, basis: Float[Array, "*grid n_basis"], u0: Float[Array, "*space"],
                     grid: Grid) -> tuple[Float[Array, "*grid n_basis"], Float[Array, "*grid"]]:

@@ -26,11 +26,17 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
-    """How to make the dataset when its file is missing (``pihc generate``)."""
+    """How to make the dataset when its file is missing (``pihc generate``).
+
+    ``nt``, ``nx``: the grid the data are made on, a multiple of the model's
+    (``data.nt``, ``data.nx``; unset: the model's grid).  ``ic``: the
+    initial-condition family of diffusion-sorption's generator (a
+    :class:`pihc.Problem` samples its own).
+    """
 
     samples: int = 1000
-    nx: int = 1024
-    nt: int = 101
+    nx: int | None = None
+    nt: int | None = None
     seed: int = 0
     ic: str = "pdebench"
 
@@ -56,6 +62,16 @@ class DataConfig:
     train_samples: int | None = None
     test_samples: int = 100
     train_until: float | None = None
+
+    def generator(self) -> GeneratorConfig:
+        """``generate`` with its grid resolved (unset sizes: the model grid's)."""
+        g = self.generate
+        return dataclasses.replace(g, nt=self.nt if g.nt is None else g.nt, nx=self.nx if g.nx is None else g.nx)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The model grid's points per axis, time first (what ``Problem.grid`` is given)."""
+        return (self.nt, self.nx)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,13 +178,33 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
+    """Seed and bookkeeping.
+
+    ``eval_every`` > 0: every that many steps, the relative L2 error of the
+    model on the first ``eval_samples`` held-out samples is logged in
+    ``metrics.jsonl`` (``heldout_rel_l2``) and drawn beside the loss.  It reads
+    the reference solutions (made by the problem's solver when missing) and
+    never enters training; 0 (default): none.
+    """
+
     seed: int = 0
     checkpoint_every: int = 200
+    eval_every: int = 0
+    eval_samples: int = 4
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """A run's configuration.
+
+    ``problem``: a registered problem (``diffusion-sorption``) or a
+    :class:`pihc.Problem` as ``"module.path:Attribute"``, importable from the
+    working directory; ``problem_options``: that class's fields (its
+    constructor's keyword arguments, e.g. ``{viscosity: 0.01}``).
+    """
+
     problem: str = "diffusion-sorption"
+    problem_options: dict = dataclasses.field(default_factory=dict)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     constraint: ConstraintConfig = ConstraintConfig()
@@ -208,6 +244,10 @@ def _coerce(tp, value, where: str):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     kinds = {bool: "true or false", int: "an integer", str: "a string"}
     if tp in kinds:
         # A bool is an int in Python: an integer field refuses true/false.
@@ -347,12 +387,13 @@ def validate(cfg: Config) -> None:
     if cfg.data.train_samples is not None and cfg.data.train_samples < 1:
         raise ConfigError(f"data.train_samples must be >= 1 (or unset: every sample not held out), got"
                           f" {cfg.data.train_samples}")
-    g = cfg.data.generate
+    g = cfg.data.generator()
     for name, v, lo in [("data.nt", cfg.data.nt, 2), ("data.nx", cfg.data.nx, 2),
                         ("data.generate.samples", g.samples, 1), ("data.generate.nt", g.nt, 2),
                         ("data.generate.nx", g.nx, 2), ("data.generate.seed", g.seed, 0),
                         ("optim.decay_every", cfg.optim.decay_every, 1), ("run.seed", cfg.run.seed, 0),
-                        ("constraint.n_points", cfg.constraint.n_points, 1)]:
+                        ("constraint.n_points", cfg.constraint.n_points, 1),
+                        ("run.eval_every", cfg.run.eval_every, 0), ("run.eval_samples", cfg.run.eval_samples, 1)]:
         if v < lo:
             raise ConfigError(f"{name} must be >= {lo}, got {v}")
     _check_finite(cfg, "config")
@@ -401,12 +442,21 @@ def config_changes(old: dict, new: dict, where: str = "") -> list[tuple[str, Any
     return out
 
 
+def _merged(defaults: dict, recorded: dict) -> dict:
+    """``recorded`` with the keys it lacks taken from ``defaults`` (nested)."""
+    out = dict(defaults)
+    for k, v in recorded.items():
+        out[k] = _merged(defaults[k], v) if isinstance(v, dict) and isinstance(defaults.get(k), dict) else v
+    return out
+
+
 def check_unchanged(cfg: Config, meta: dict, run_dir: Path) -> None:
     """Refuse ``cfg`` (``run_dir``'s ``config.yaml``) unless it is the config recorded in the
     checkpoint metadata ``meta``; the message names every changed key."""
     if "config" not in meta:
         return
-    changes = config_changes(meta["config"], config_json(cfg))
+    # Keys added to the config since the checkpoint was written read as their defaults.
+    changes = config_changes(_merged(config_json(Config()), meta["config"]), config_json(cfg))
     if changes:
         shown = "; ".join(f"{k}: {a!r} when trained, {b!r} now" for k, a, b in changes[:8])
         more = f" and {len(changes) - 8} more" if len(changes) > 8 else ""

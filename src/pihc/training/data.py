@@ -1,4 +1,18 @@
-"""The dataset of a run: opening (or generating) it, the train/test split, fields on the model grid."""
+"""The dataset of a run: opening (or generating) it, the train/test split, fields on the model grid.
+
+Two kinds of problem (:mod:`pihc.training.problems`):
+
+* a registered problem with a data file (diffusion-sorption): the file holds
+  ``data.generate.samples`` trajectories; the first ``train_samples`` give
+  the training initial conditions, the last ``test_samples`` are held out.
+  The file is generated when missing.
+* a :class:`pihc.Problem`: sample ``i`` is its initial condition of seed
+  ``data.generate.seed + i``, ``i < data.generate.samples``; the first
+  ``train_samples`` are sampled for training (no solution is needed), the last
+  ``test_samples`` are held out and their reference solutions, on the grid
+  ``data.generate.(nt, nx)`` (default: the model grid), are the file ``data.path``, made by the problem's
+  solver when first needed for scoring.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +26,16 @@ from ..files import check_writable
 from ..grid import Grid, GridError
 from ..pdes.base import PDE
 from .config import Config, ConfigError
-from .problems import get_problem
+from .problems import problem_of
 
 
 @dataclasses.dataclass(frozen=True)
 class PreparedData:
     """Everything the trainer and evaluator need from the dataset.
 
+    ``train_idx``: the training samples (rows of the data file, or for a
+    sampled problem, offsets of their seeds from ``data.generate.seed``);
+    ``test_idx``: the held-out samples' rows of the data file.
     ``grid`` is the model's grid; ``full_grid`` the config's whole grid when
     the model trains on a window of it (``data.train_until``), else None.
     """
@@ -41,7 +58,7 @@ def model_grids(cfg: Config) -> tuple[Grid, Grid | None]:
     """``(grid, full_grid)`` of :class:`PreparedData` for ``cfg``: the model grid, cut to the
     training window ``data.train_until`` on its first (time) axis, and the whole grid if it was cut.
     Raises ConfigError if the window does not fit the grid."""
-    whole = get_problem(cfg.problem).grid(cfg.data.nt, cfg.data.nx)
+    whole = problem_of(cfg).grid(cfg.data.shape)
     if cfg.data.train_until is None:
         return whole, None
     try:
@@ -50,50 +67,104 @@ def model_grids(cfg: Config) -> tuple[Grid, Grid | None]:
         raise ConfigError(f"data.train_until = {cfg.data.train_until}: {err}") from None
 
 
-def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool = True) -> PreparedData:
-    """Open (or generate, when missing) the configured dataset and split it.
+def _generate(cfg: Config, path: Path, g, log, progress: bool) -> None:
+    log(f"data file {path} not found: generating it ({g.samples} samples at {g.nt} x {g.nx},"
+        f" seed {g.seed}" + (f", ic {g.ic!r})" if problem_of(cfg).initial is None else ")"))
+    check_writable(path, "data.path")
+    try:
+        problem_of(cfg).generate(path, g, progress=progress)
+    except ValueError as err:  # the generator's own checks (e.g. an unknown ic)
+        if isinstance(err, GridError) or type(err).__name__ == "DataError":
+            raise
+        raise ConfigError(f"data.generate: {err}") from None
 
-    ``progress``: show the generator's progress bar (``Problem.generate``'s keyword)."""
-    problem = get_problem(cfg.problem)
-    path = Path(cfg.data.path)
-    if path.is_dir():
-        raise ConfigError(f"data.path {path} is a directory; give the dataset file")
-    if not path.exists():
-        g = cfg.data.generate
-        log(f"data file {path} not found: generating it ({g.samples} samples at {g.nt} x {g.nx},"
-            f" seed {g.seed}, ic {g.ic!r})")
-        check_writable(path, "data.path")
-        try:
-            problem.generate(path, g, progress=progress)
-        except ValueError as err:  # the generator's own checks (e.g. an unknown ic)
-            if isinstance(err, GridError) or type(err).__name__ == "DataError":
-                raise
-            raise ConfigError(f"data.generate: {err}") from None
-    ds = problem.open(path)
-    grid, full_grid = model_grids(cfg)
-    ds.grid.factors_to(full_grid or grid)  # raises a GridError naming the axis if not an integer multiple
-    n = len(ds.samples)
+
+def _split_sizes(cfg: Config, n: int, what: str) -> tuple[int, int]:
     n_test = cfg.data.test_samples
     n_train = cfg.data.train_samples if cfg.data.train_samples is not None else n - n_test
     if n_test + n_train > n:
-        raise ConfigError(f"{path} has {n} samples; {n_train} train + {n_test} test requested")
+        raise ConfigError(f"{what} has {n} samples; {n_train} train + {n_test} test requested")
     if n_train < 1:
-        raise ConfigError(f"{path} has {n} samples and data.test_samples holds out {n_test}: none is left to"
-                          " train on; lower data.test_samples or use a larger dataset")
+        raise ConfigError(f"{what} has {n} samples and data.test_samples holds out {n_test}: none is left to"
+                          " train on; lower data.test_samples or raise the number of samples")
+    return n_train, n_test
+
+
+def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool = True) -> PreparedData:
+    """Open (or generate, when missing) the configured dataset and split it.
+
+    A sampled problem (a :class:`pihc.Problem`) needs no file here: its
+    reference file is opened if it exists (and checked against the grid),
+    else made when first scored (:func:`load_fields`).
+
+    ``progress``: show the generator's progress bar (``Problem.generate``'s keyword)."""
+    problem = problem_of(cfg)
+    path = Path(cfg.data.path)
+    if path.is_dir():
+        raise ConfigError(f"data.path {path} is a directory; give the dataset file")
+    grid, full_grid = model_grids(cfg)
+    whole = full_grid or grid
+    if problem.initial is not None:
+        g = cfg.data.generator()
+        n_train, n_test = _split_sizes(cfg, g.samples, "data.generate.samples")
+        if path.exists():
+            ds = problem.open(path)
+            data_grid = ds.grid
+            test_idx = np.arange(len(ds.samples) - min(n_test, len(ds.samples)), len(ds.samples))
+        else:
+            data_grid = problem.grid((g.nt, g.nx))
+            test_idx = np.arange(n_test)
+        data_grid.factors_to(whole)  # raises a GridError naming the axis if not an integer multiple
+        return PreparedData(problem.source.pde, grid, data_grid, str(path), np.arange(n_train), test_idx,
+                            full_grid)
+    if not path.exists():
+        _generate(cfg, path, cfg.data.generator(), log, progress)
+    ds = problem.open(path)
+    ds.grid.factors_to(whole)  # raises a GridError naming the axis if not an integer multiple
+    n = len(ds.samples)
+    n_train, n_test = _split_sizes(cfg, n, str(path))
     test_idx = np.arange(n - n_test, n)
     train_idx = np.arange(0, n_train)
     return PreparedData(ds.pde, grid, ds.grid, str(path), train_idx, test_idx, full_grid)
 
 
-def load_fields(cfg: Config, data: PreparedData, indices) -> np.ndarray:
-    """Solutions of the given samples restricted to the model grid: (n, *grid) (the first times
-    of the whole grid when the model's grid is a training window)."""
-    ds = get_problem(cfg.problem).open(Path(data.path))
+def ensure_reference(cfg: Config, data: PreparedData, log: Callable[[str], None] = print,
+                     progress: bool = True) -> None:
+    """Make a sampled problem's reference file (its held-out samples, solved) if it is missing."""
+    problem = problem_of(cfg)
+    path = Path(data.path)
+    if problem.initial is None or path.exists():
+        return
+    g = cfg.data.generator()
+    n_train, n_test = _split_sizes(cfg, g.samples, "data.generate.samples")
+    held_out = dataclasses.replace(g, samples=n_test, seed=g.seed + g.samples - n_test)
+    _generate(cfg, path, held_out, log, progress)
+
+
+def has_reference(cfg: Config, data: PreparedData) -> bool:
+    """Whether the held-out samples can be scored: the file exists or the problem can solve them."""
+    problem = problem_of(cfg)
+    return Path(data.path).exists() or problem.initial is None or problem.solve is not None
+
+
+def load_fields(cfg: Config, data: PreparedData, indices, log: Callable[[str], None] = print) -> np.ndarray:
+    """Solutions of the given samples (rows of the data file) restricted to the model grid: (n, *grid)
+    (the first times of the whole grid when the model's grid is a training window).
+
+    A sampled problem's reference file is made first if it is missing."""
+    ensure_reference(cfg, data, log)
+    ds = problem_of(cfg).open(Path(data.path))
     u = ds.load(np.asarray(indices))
-    factors = data.data_grid.factors_to(data.whole_grid)
-    return np.stack([data.data_grid.restrict(v, factors)[:data.grid.shape[0]] for v in u])
+    factors = ds.grid.factors_to(data.whole_grid)
+    return np.stack([ds.grid.restrict(v, factors)[:data.grid.shape[0]] for v in u])
 
 
 def load_initial(cfg: Config, data: PreparedData, indices) -> np.ndarray:
-    """Initial conditions of the given samples on the model grid: (n, *space)."""
+    """Initial conditions of the given training samples on the model grid: (n, *space).
+
+    A sampled problem draws them (seeds ``data.generate.seed + indices``);
+    no solution is read or computed."""
+    problem = problem_of(cfg)
+    if problem.initial is not None:
+        return problem.initial(cfg.data.generate.seed + np.asarray(indices), data.grid)
     return load_fields(cfg, data, indices)[:, 0]

@@ -33,7 +33,7 @@ from .config import Config
 from ..data.hdf5 import DataError
 from ..files import check_writable
 from .io import MetricsLog, atomic_write_text, finite_json
-from .problems import get_problem
+from .problems import problem_of
 from .data import PreparedData, load_fields
 from .model import on_grid
 from .run import load_run
@@ -75,9 +75,14 @@ def map_chunks(f, arrays, seed: int = 0, chunk: int = 8):
     n = len(arrays[0])
     outs = []
     for i in range(0, n, chunk):
-        keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), i), min(chunk, n - i))
+        keys = chunk_keys(seed, i, min(chunk, n - i))
         outs.append(jax.device_get(f(*(jnp.asarray(a[i:i + chunk]) for a in arrays), keys)))
     return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+
+
+def chunk_keys(seed: int, start: int, n: int):
+    """The solver keys of samples ``start .. start + n - 1`` of a chunk (:func:`map_chunks`)."""
+    return jax.random.split(jax.random.fold_in(jax.random.key(seed), start), n)
 
 
 def predict(model, u0: np.ndarray, seed: int = 0, chunk: int = 8):
@@ -202,7 +207,8 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
         from .plots import plot_run
 
         plot_run(run_dir / f"plots{suffix}", grid, truth, u, rel_t, MetricsLog(run_dir / "metrics.jsonl").read(),
-                 out.get("experts"), res, window=None if window is None else tuple(window))
+                 out.get("experts"), res, weights=dataclasses.asdict(cfg.loss), splits=tuple(splits),
+                 window=None if window is None else tuple(window))
     return out
 
 
@@ -219,7 +225,7 @@ def window_mask(grid: Grid, window: tuple[float, float]) -> np.ndarray:
 
 
 def _other_data(cfg: Config, data: PreparedData, path: str) -> PreparedData:
-    ds = get_problem(cfg.problem).open(Path(path))
+    ds = problem_of(cfg).open(Path(path))
     ds.grid.factors_to(data.grid)  # refuses data that is not an integer multiple of the model grid
     n = len(ds.samples)
     n_test = min(cfg.data.test_samples, n)
@@ -228,7 +234,7 @@ def _other_data(cfg: Config, data: PreparedData, path: str) -> PreparedData:
 
 def _solver_timing(cfg: Config, data: PreparedData, u0: np.ndarray, n: int = 8) -> dict:
     """Seconds per sample of the numerical solver at the data's resolution."""
-    problem = get_problem(cfg.problem)
+    problem = problem_of(cfg)
     if problem.solve is None:
         return {}
     ds = problem.open(Path(data.path))
@@ -237,4 +243,4 @@ def _solver_timing(cfg: Config, data: PreparedData, u0: np.ndarray, n: int = 8) 
     problem.solve(u0_fine, ds.pde, data.data_grid)
     s = (time.perf_counter() - t0) / len(u0_fine)
     return {"numerical_solver_s_per_sample": s, "numerical_solver_output_grid": list(data.data_grid.shape),
-            "numerical_solver_note": "as the generator solves (1024 x 101 where the grid divides it), one process"}
+            "numerical_solver_note": "the problem's reference solver as it makes the data file, one process"}

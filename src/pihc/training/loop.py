@@ -31,7 +31,7 @@ import optax
 from ..files import check_writable
 from ..least_squares import require_x64
 from .config import Config, config_json, validate
-from .data import PreparedData, load_initial, model_grids, prepare_data
+from .data import PreparedData, has_reference, load_fields, load_initial, model_grids, prepare_data
 from .io import CHECKPOINT, MetricsLog, save_checkpoint
 from .model import build_model, check_init_from, load_backbone
 from .optim import learning_rate_schedule, make_optimizer
@@ -129,6 +129,8 @@ def run_steps(cfg: Config, run_dir: Path, data: PreparedData, optimizer: optax.G
     tied_fn = make_step(cfg, optimizer, data.pde, data.grid, model.constraint.tied()) if start < n_tied else None
     schedule = learning_rate_schedule(cfg)
     config = config_json(cfg)
+    every = cfg.run.eval_every
+    heldout = _heldout_error(cfg, data, log) if every > 0 and end // every > start // every else None
 
     def save(done: int, model, opt_state) -> None:
         nonlocal saved
@@ -155,6 +157,8 @@ def run_steps(cfg: Config, run_dir: Path, data: PreparedData, optimizer: optax.G
             rec.update({k: (int(v) if np.issubdtype(np.asarray(v).dtype, np.integer) else float(v))
                         for k, v in aux.items()})
             why = _bad_step(rec, cfg.optim.batch)
+            if heldout is not None and not why and (step + 1) % cfg.run.eval_every == 0:
+                rec["heldout_rel_l2"] = heldout(new_model)
             if why:
                 rec["stopped"] = "; ".join(why)
             metrics.append(rec)
@@ -174,6 +178,29 @@ def run_steps(cfg: Config, run_dir: Path, data: PreparedData, optimizer: optax.G
         if bar is not None:
             bar.close()
     return state[1], state[2]
+
+
+def _heldout_error(cfg: Config, data: PreparedData, log: Callable[[str], None]):
+    """``model -> mean relative L2 error`` on the first ``run.eval_samples`` held-out samples (compiled
+    once; the same solver keys every time), or None when the problem cannot be scored."""
+    if not has_reference(cfg, data):
+        log(f"run.eval_every: no reference solutions ({data.path} is missing and the problem has no solver);"
+            " the held-out error is not logged")
+        return None
+    truth = jnp.asarray(load_fields(cfg, data, data.test_idx[:cfg.run.eval_samples], log))
+    from .evaluation import chunk_keys
+
+    # The keys (sampled points) of `pihc evaluate` for the same samples: the same numbers.
+    keys = jnp.concatenate([chunk_keys(cfg.run.seed, i, min(8, len(truth) - i)) for i in range(0, len(truth), 8)])
+    axes = tuple(range(1, truth.ndim))
+    norm = jnp.sqrt(jnp.sum(truth**2, axis=axes))
+
+    @eqx.filter_jit
+    def error(model):
+        u = jax.vmap(lambda a, k: model(a, k).u)(truth[:, 0], keys)
+        return jnp.mean(jnp.sqrt(jnp.sum((u - truth) ** 2, axis=axes)) / norm)
+
+    return lambda model: float(error(model))
 
 
 def _stop(cfg: Config, run_dir: Path, step: int, why: list[str], state, saved: int | None, save) -> None:

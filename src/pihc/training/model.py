@@ -27,7 +27,7 @@ from ..pdes.base import PDE
 from .config import Config, ConfigError, check_unchanged, load_config
 from .io import CHECKPOINT, load_checkpoint, read_checkpoint_meta
 from .optim import make_optimizer
-from .problems import get_problem
+from .problems import problem_of
 
 
 def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
@@ -57,7 +57,7 @@ def feature_extent(cfg: Config) -> tuple[tuple[float, float], ...] | None:
     training on the window and when run on the whole interval; else None (the model grid's own)."""
     if cfg.data.train_until is None:
         return None
-    return tuple((a.lo, a.hi) for a in get_problem(cfg.problem).grid(cfg.data.nt, cfg.data.nx).axes)
+    return tuple((a.lo, a.hi) for a in problem_of(cfg).grid(cfg.data.shape).axes)
 
 
 def build_constraint(cfg: Config, pde: PDE, grid: Grid, splits: tuple[int, ...]) -> HardConstraint:
@@ -106,7 +106,7 @@ def load_backbone(model: eqx.Module, src_dir: str | Path, src_cfg: Config, pde: 
     The source model is rebuilt on its own grid (only its array shapes matter,
     and the backbone's do not depend on the grid) and its checkpoint read into it.
     """
-    grid = get_problem(src_cfg.problem).grid(src_cfg.data.nt, src_cfg.data.nx)
+    grid = problem_of(src_cfg).grid(src_cfg.data.shape)
     src_model, meta = read_model(src_cfg, pde, grid, src_dir)
     log(f"backbone initialised from {src_dir} (step {meta['step']}, grid {src_cfg.data.nt} x {src_cfg.data.nx})")
     return _with_backbone(model, src_model.backbone)
@@ -127,7 +127,7 @@ def on_grid(cfg: Config, model: eqx.Module, pde: PDE, nt: int, nx: int) -> tuple
         overlap = tuple(int(round(h * n / o)) for h, n, o in zip(cfg.constraint.overlap, (nt, nx), old))
         cfg = dataclasses.replace(cfg, constraint=dataclasses.replace(cfg.constraint, overlap=overlap))
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, nt=nt, nx=nx))
-    grid = get_problem(cfg.problem).grid(nt, nx)
+    grid = problem_of(cfg).grid(cfg.data.shape)
     moved = build_model(cfg, pde, grid, jax.random.key(cfg.run.seed + 1))
     return cfg, _with_backbone(moved, model.backbone), grid
 

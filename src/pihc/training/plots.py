@@ -29,6 +29,7 @@ def _save(fig, path: Path):
 
 def plot_run(out: Path, grid: Grid, truth: np.ndarray, pred: np.ndarray, rel_t: np.ndarray,
              metrics: list[dict], experts: dict | None, residual: np.ndarray, n_show: int = 3,
+             weights: dict | None = None, splits: tuple[int, ...] | None = None,
              window: tuple[float, float] | None = None) -> list[Path]:
     """Write the standard plots of a 1D+time run to ``out``; return their paths.
 
@@ -73,23 +74,8 @@ def plot_run(out: Path, grid: Grid, truth: np.ndarray, pred: np.ndarray, rel_t: 
     _save(fig, paths[-1])
     plt.close(fig)
 
-    # Steps whose every solve failed have no loss (recorded as 0 with
-    # skipped_update = 1), and a step that stopped the run may have none
-    # (null); leave them out of the curves.
-    metrics = [m for m in metrics if not m.get("skipped_update") and not m.get("stopped")]
-    if metrics:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        steps = [m["step"] for m in metrics]
-        for key in ("loss", "pde", "initial", "boundary"):
-            if key in metrics[0]:
-                ax.plot(steps, [m[key] for m in metrics], label=key)
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.legend()
-        ax.set_title("training loss")
+    if plot_loss(out / "loss.png", metrics, weights) is not None:
         paths.append(out / "loss.png")
-        _save(fig, paths[-1])
-        plt.close(fig)
 
     fig, axs = plt.subplots(1, 2, figsize=(11, 3.5), layout="constrained")
     axs[0].semilogy(x, np.abs(residual).mean((0, 1)))
@@ -99,7 +85,9 @@ def plot_run(out: Path, grid: Grid, truth: np.ndarray, pred: np.ndarray, rel_t: 
     if experts is not None:
         k = np.arange(len(experts["residual_norm_mean"]))
         axs[1].bar(k, experts["residual_norm_mean"])
-        axs[1].set_xlabel("expert")
+        axs[1].set_xticks(k, expert_labels(grid, splits or (1,) * (grid.ndim - 1) + (len(k),)),
+                          rotation=30 if len(k) > 4 else 0, fontsize=8)
+        axs[1].set_xlabel("expert (its block of the grid)")
         axs[1].set_ylabel("constraint residual norm")
         axs[1].set_yscale("log")
         axs[1].set_title("per-expert residual")
@@ -109,3 +97,58 @@ def plot_run(out: Path, grid: Grid, truth: np.ndarray, pred: np.ndarray, rel_t: 
     _save(fig, paths[-1])
     plt.close(fig)
     return paths
+
+
+def expert_labels(grid: Grid, splits) -> list[str]:
+    """One label per expert, in the experts' order: its number and its block, e.g. ``1: x 0.5-1``."""
+    labels = []
+    for k, idx in enumerate(np.ndindex(*splits)):
+        parts = []
+        for a, s, i in zip(grid.axes, splits, idx):
+            if s > 1:
+                lo, hi = a.lo + (a.hi - a.lo) * i / s, a.lo + (a.hi - a.lo) * (i + 1) / s
+                parts.append(f"{a.name} {lo:.3g}-{hi:.3g}")
+        labels.append(f"{k}: " + ", ".join(parts) if parts else f"{k}")
+    return labels
+
+
+def plot_loss(path: Path, metrics: list[dict], weights: dict | None = None) -> Path | None:
+    """The training curves: the loss, each weighted part on its own axis (scale), and the held-out error.
+
+    ``weights``: the config's ``loss`` section (``pde``, ``initial``, ``boundary``);
+    each part is drawn times its weight, i.e. as it enters the loss.  A part
+    that is zero throughout (an initial condition by construction, a periodic
+    problem's boundary) is left out.  Returns None when there is nothing to draw.
+    """
+    # Steps whose every solve failed have no loss (recorded as 0 with
+    # skipped_update = 1), and a step that stopped the run may have none
+    # (null); leave them out of the curves.
+    metrics = [m for m in metrics if not m.get("skipped_update") and not m.get("stopped")]
+    if not metrics:
+        return None
+    weights = weights or {}
+    panels = [("loss", "training loss", 1.0)]
+    for key in ("pde", "initial", "boundary"):
+        w = float(weights.get(key, 1.0))
+        if key in metrics[0] and w > 0 and any(m[key] > 0 for m in metrics):
+            panels.append((key, f"{w:g} x {key} part", w))
+    held = [m for m in metrics if "heldout_rel_l2" in m]
+    plt = _plt()
+    n = len(panels) + bool(held)
+    fig, axs = plt.subplots(1, n, figsize=(3.6 * n, 3.2), squeeze=False, layout="constrained")
+    steps = [m["step"] for m in metrics]
+    for ax, (key, title, w) in zip(axs[0], panels):
+        ax.plot(steps, [w * m[key] for m in metrics])
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(title)
+    if held:
+        ax = axs[0, -1]
+        ax.plot([m["step"] for m in held], [100 * m["heldout_rel_l2"] for m in held], "o-")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("%")
+        ax.set_title("held-out relative L2 error")
+    _save(fig, path)
+    plt.close(fig)
+    return path

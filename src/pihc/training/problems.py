@@ -1,19 +1,31 @@
-"""Registry of problems the harness knows: how to open, generate and grid their data.
+"""The problems a config can name: the registered ones and ``"module.path:Attribute"``.
 
-A problem is looked up by the config's ``problem`` key; the core (PDEs,
-solver, experts) never sees these names.  Register your own with
-:func:`register_problem`.
+A config's ``problem`` is either the name of a registered problem (the
+built-in ``diffusion-sorption``, or one added with :func:`register_problem`)
+or an importable :class:`pihc.Problem` (``"examples.burgers:BurgersProblem"``;
+the working directory is on the import path), built from the config's
+``problem_options``.  The core (PDEs, solver, experts) never sees these names.
+
+The harness handles both through one record, :class:`Problem`: how to open,
+generate and grid the problem's data and, for a :class:`pihc.Problem`, how to
+sample initial conditions.  A problem with a sampler trains on sampled
+initial conditions and needs no data file; its data file holds only the
+held-out samples' reference solutions, made by its solver when missing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..grid import Grid
-from .config import ConfigError, GeneratorConfig
+from .config import Config, ConfigError, GeneratorConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,15 +36,20 @@ class Problem:
         open: ``path -> dataset`` with ``.pde``, ``.grid``, ``.samples`` and ``.load(indices)``.
         generate: ``(path, GeneratorConfig, progress=bool) -> path``: writes the dataset file
             (atomically), showing a progress bar if ``progress``.
-        grid: ``(nt, nx) -> Grid``: the model grid of a config.
+        grid: ``shape -> Grid``: the model grid of a config, ``shape`` one size per axis (t first).
         solve: optional ``(u0 (n, *space), pde, grid) -> (n, *grid)``, the
             numerical solver (timed by the evaluation against inference).
+        initial: optional ``(seeds, grid) -> (n, *space)``: the initial conditions of
+            the given sample seeds.  A problem with one trains without a data file.
+        source: the :class:`pihc.Problem` this record was made from (None for a registered one).
     """
 
     open: Callable[[Path], Any]
     generate: Callable[[Path, GeneratorConfig], Path]
-    grid: Callable[[int, int], Grid]
+    grid: Callable[[tuple[int, ...]], Grid]
     solve: Callable | None = None
+    initial: Callable[[np.ndarray, Grid], np.ndarray] | None = None
+    source: Any = None
 
 
 def _ds_open(path):
@@ -54,15 +71,14 @@ def _ds_solve(u0, pde, grid):
     return solve_as_generated(u0, pde, grid)
 
 
-def _ds_grid(nt, nx):
+def _ds_grid(shape):
     from ..pdes.diffusion_sorption import diffusion_sorption_grid
 
-    return diffusion_sorption_grid(nt, nx)
+    return diffusion_sorption_grid(*shape)
 
 
 _PROBLEMS: dict[str, Problem] = {
-    "diffusion-sorption": Problem(open=_ds_open, generate=_ds_generate, grid=_ds_grid,
-                                  solve=_ds_solve),
+    "diffusion-sorption": Problem(open=_ds_open, generate=_ds_generate, grid=_ds_grid, solve=_ds_solve),
 }
 
 
@@ -71,8 +87,82 @@ def register_problem(name: str, problem: Problem) -> None:
     _PROBLEMS[name] = problem
 
 
-def get_problem(name: str) -> Problem:
+def get_problem(name: str, options: dict | None = None) -> Problem:
+    """The record of a registered problem, or of ``"module.path:Attribute"`` built with ``options``."""
+    if ":" in name:
+        return _from_spec(name, dict(options or {}))
+    if name not in _PROBLEMS:
+        raise ConfigError(f"unknown problem {name!r}; known: {sorted(_PROBLEMS)}, or a pihc.Problem as"
+                          " 'module.path:Attribute' (importable from the working directory)")
+    if options:
+        raise ConfigError(f"problem_options: the registered problem {name!r} takes none; got {sorted(options)}")
+    return _PROBLEMS[name]
+
+
+def problem_of(cfg: Config) -> Problem:
+    """The record of ``cfg.problem`` with ``cfg.problem_options``."""
+    return get_problem(cfg.problem, cfg.problem_options)
+
+
+def load_user_problem(spec: str, options: dict | None = None):
+    """The :class:`pihc.Problem` named by ``"module.path:Attribute"``, built with ``options``.
+
+    The working directory is put on the import path first (a config names
+    modules of the project it runs in).  Every failure is a ConfigError in
+    one line: a module that is not found, an attribute it lacks, an object
+    that is not a Problem, options the problem does not take.
+    """
+    from ..problem import Problem as UserProblem
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"problem {spec!r} must look like 'module.path:Attribute'")
+    cwd = str(Path.cwd())
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     try:
-        return _PROBLEMS[name]
-    except KeyError:
-        raise ConfigError(f"unknown problem {name!r}; known: {sorted(_PROBLEMS)}") from None
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise ConfigError(f"problem {spec!r}: no module named {err.name!r} (run from the directory that holds"
+                          f" {module_name.replace('.', '/')}.py, or install it)") from None
+    except Exception as err:  # the user's module raised while importing
+        raise ConfigError(f"problem {spec!r}: importing {module_name} failed: {type(err).__name__}: {err}") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = sorted(n for n in dir(module) if isinstance(getattr(module, n), type)
+                           and issubclass(getattr(module, n), UserProblem) and getattr(module, n) is not UserProblem)
+            raise ConfigError(f"problem {spec!r}: module {module_name} has no attribute {part!r}"
+                              f" (its pihc.Problem classes: {', '.join(names) or 'none'})")
+        obj = getattr(obj, part)
+    if isinstance(obj, UserProblem):
+        if options:
+            raise ConfigError(f"problem {spec!r} is an instance; problem_options need its class")
+        return obj
+    if not (isinstance(obj, type) and issubclass(obj, UserProblem)):
+        raise ConfigError(f"problem {spec!r} is {type(obj).__name__} {obj!r}, not a pihc.Problem subclass")
+    fields = {f.name for f in dataclasses.fields(obj)}
+    unknown = set(options or {}) - fields
+    if unknown:
+        raise ConfigError(f"problem_options: unknown key(s) {sorted(unknown)} for {spec}; valid keys are"
+                          f" {sorted(fields)}")
+    try:
+        return obj(**(options or {}))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"problem_options for {spec}: {err}") from None
+
+
+def _from_spec(spec: str, options: dict) -> Problem:
+    user = load_user_problem(spec, options)
+    from ..data.reference import generate_reference, open_reference
+
+    def solve(u0, pde, grid):
+        return user.solve(np.asarray(u0, np.float64), grid)
+
+    return Problem(open=lambda path: open_reference(path, user, spec, options),
+                   generate=lambda path, g, progress=True: generate_reference(path, user, g, spec, options,
+                                                                                progress=progress),
+                   grid=lambda shape: user.grid(tuple(shape)),
+                   solve=solve if user.has_solver else None,
+                   initial=lambda seeds, grid: user.initial_conditions(seeds, grid),
+                   source=user)

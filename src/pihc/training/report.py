@@ -25,6 +25,8 @@ def write_report(run_dir: str | Path) -> Path:
     lines = [f"# pihc run report: `{run_dir.name}`", "",
              f"pihc {run['pihc_version']}, JAX {run['jax_version']}, seed {run['seed']}, data `{run['data']}`"
              f" ({run['train_samples']} train / {run['test_samples']} test samples).", "",
+             f"Problem: `{cfg['problem']}`" + (f" with {cfg['problem_options']}" if cfg.get("problem_options") else "")
+             + ".", "",
              "## Model", "",
              f"- method: **{cfg['model']['method']}**, FNO width {cfg['model']['width']},"
              f" {cfg['model']['layers']} layers, modes {cfg['model']['modes']},"
@@ -53,9 +55,14 @@ def write_report(run_dir: str | Path) -> Path:
                   f" {sorted(steady)[len(steady) // 2]:.3f} s, first step incl. compilation"
                   f" {metrics[0]['step_time_s']:.1f} s)",
                   f"- final loss {last['loss']:.4g} (PDE {last['pde']:.3g}, initial {last['initial']:.3g},"
-                  f" boundary {last['boundary']:.3g})",
+                  f" boundary {last['boundary']:.3g}; unweighted mean squares)",
                   f"- samples with a failed solve, summed over steps: {failed}; steps skipped because"
                   f" every solve failed: {sum(m.get('skipped_update', 0) for m in metrics)}"]
+        held = [m for m in metrics if "heldout_rel_l2" in m]
+        if held:
+            lines += [f"- held-out relative L2 error during training (first {cfg['run'].get('eval_samples', '?')}"
+                      f" held-out samples): {100 * held[0]['heldout_rel_l2']:.2f}% at step {held[0]['step']},"
+                      f" {100 * held[-1]['heldout_rel_l2']:.2f}% at step {held[-1]['step']}"]
         if (run_dir / "plots" / "loss.png").exists():
             lines += ["", "![loss](plots/loss.png)"]
     if ev is not None:
@@ -75,7 +82,7 @@ def write_report(run_dir: str | Path) -> Path:
                   f"| mean squared initial / boundary rows | {ev['residual']['initial']:.3g} / {ev['residual']['boundary']:.3g} |",
                   f"| inference s/sample | {ev['timing']['inference_s_per_sample']:.4f} |"]
         if "numerical_solver_s_per_sample" in ev["timing"]:
-            lines.append(f"| numerical solver s/sample (solved at 1024 x 101, output {ev['timing']['numerical_solver_output_grid']}) |"
+            lines.append(f"| numerical solver s/sample (output {ev['timing']['numerical_solver_output_grid']}) |"
                          f" {ev['timing']['numerical_solver_s_per_sample']:.4f} |")
         s = ev["seams"]
         if s.get("mean_abs_residual_near_seams") is not None:
