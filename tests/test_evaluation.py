@@ -51,3 +51,46 @@ def test_evaluate_on_a_finer_grid_keeps_the_backbone_and_scores_against_the_data
     blended = tiny_config(tmp_path, "moe", data__nx=16, constraint__overlap=[0, 2], constraint__blend=True)
     cfg32, moved, _ = on_grid(blended, build_model(blended, data.pde, data.grid, jax.random.key(0)), data.pde, 9, 32)
     assert cfg32.constraint.overlap == (0, 4) and moved.constraint.overlap == (0, 4) and moved.constraint.blend
+
+
+def test_a_run_trained_on_a_time_window_is_scored_on_the_whole_grid_and_after_the_window(tmp_path):
+    from pihc.training.evaluation import evaluate, predict
+    from pihc.training.run import load_run
+
+    # The tiny grid's times are 0, 5, ..., 40: the window t <= 25 holds the first 6 of 9.
+    cfg = tiny_config(tmp_path, "moe", data__nx=16, data__train_until=25.0)
+    run = train(cfg, tmp_path / "window", max_steps=2, progress=False, log=lambda s: None)
+    _, data, model, _ = load_run(run, log=lambda s: None)
+    assert data.grid.shape == (6, 16) and data.grid.axes[0].hi == 25.0 and data.whole_grid.shape == (9, 16)
+    # The time input means the same on the window and on the whole interval: t / 40 in both.
+    assert model.extent[0] == (0.0, 40.0)
+    out = evaluate(run, plots=False, log=lambda s: None)
+    assert out["grid"] == [9, 16] and out["trained_grid"] == [6, 16]
+    assert out["window"]["t_from"] == 25.0 and out["window"]["t_to"] == 40.0 and out["window"]["times"] == 3
+    # The window's score recomputed by hand from the whole-grid prediction (times 30, 35, 40).
+    cfg, data, model, _ = load_run(run, log=lambda s: None)
+    truth = TinyData().u[data.test_idx].reshape(4, 9, 16, 4).mean(-1)
+    whole = evaluate(run, plots=False, grid=(9, 16), json_out=tmp_path / "whole.json", log=lambda s: None)
+    np.testing.assert_allclose(whole["rel_l2_mean"], out["rel_l2_mean"], rtol=1e-12)
+    from pihc.training.model import on_grid
+
+    _, moved, _ = on_grid(cfg, model, data.pde, 9, 16)
+    u = np.asarray(predict(moved, truth[:, 0], cfg.run.seed).u)
+    e, t = (u - truth)[:, 6:], truth[:, 6:]
+    rel = np.sqrt((e ** 2).sum((1, 2)) / (t ** 2).sum((1, 2)))
+    np.testing.assert_allclose(out["window"]["rel_l2_mean"], rel.mean(), rtol=1e-10)
+    # Any window can be scored: here the training window's own times.
+    early = evaluate(run, plots=False, window=(-1.0, 25.0), json_out=tmp_path / "early.json", log=lambda s: None)
+    assert early["window"]["times"] == 6
+    with pytest.raises(GridError, match="holds none of the grid's times"):
+        evaluate(run, plots=False, window=(41.0, 50.0), json_out=tmp_path / "none.json", log=lambda s: None)
+
+
+def test_a_training_window_must_hold_two_times_of_the_grid(tmp_path):
+    from pihc.training.config import ConfigError
+    from pihc.training.data import model_grids
+
+    with pytest.raises(ConfigError, match="train_until = 3.0.*at least 2 of its nodes"):
+        model_grids(tiny_config(tmp_path, data__train_until=3.0))
+    g, whole = model_grids(tiny_config(tmp_path, data__train_until=27.0))  # cut at the last node before: 25
+    assert g.shape[0] == 6 and g.axes[0].hi == 25.0 and whole.shape[0] == 9

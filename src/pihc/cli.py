@@ -97,11 +97,11 @@ def _cmd_evaluate(a) -> int:
         raise FileNotFoundError(f"{a.run} is not a run directory (no config.yaml); give the --out directory"
                                 " of a `pihc train` run")
     res = evaluate(a.run, data_path=a.data, json_out=a.json, n_samples=a.samples, plots=not a.no_plots,
-                   grid=a.grid)
-    if res["grid"] == res["trained_grid"]:
+                   grid=a.grid, window=a.window)
+    if a.grid is None:
         write_report(a.run)  # the report shows the run on its own grid; another grid's results stand apart
-    keys = ("rel_l2_mean", "rel_l2_std", "samples", "method")
-    print(json.dumps({k: res[k] for k in keys} | {"residual": res["residual"]}, indent=2))
+    keys = ("rel_l2_mean", "rel_l2_std", "samples", "method", "window")
+    print(json.dumps({k: res[k] for k in keys if k in res} | {"residual": res["residual"]}, indent=2))
     return 0
 
 
@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--grid", type=grid_points, nargs=2, metavar=("NT", "NX"),
                    help="run the model on another grid (same backbone, constraint rebuilt there), e.g."
                         " --grid 101 1024 --data FILE for a model trained on 51 x 256")
+    e.add_argument("--window", type=float, nargs=2, metavar=("T0", "T1"),
+                   help="also score the times T0 < t <= T1 alone, e.g. --window 400 500 (default: the times after"
+                        " the training window of a run trained with data.train_until; else none)")
     e.set_defaults(func=_cmd_evaluate)
 
     b = sub.add_parser("bench", help="run a benchmark of a source checkout, benchmarks/SCRIPT.py (constraint |"

@@ -97,6 +97,19 @@ class Axis:
             raise GridError(f"axis {self.name!r} has {self.n} points, not divisible by {factor}")
         return dataclasses.replace(self, n=self.n // factor)
 
+    def until(self, hi: float) -> "Axis":
+        """The axis's first points, up to and including coordinate ``hi``: the same spacing on a
+        shorter interval (``"nodes"`` axes only, e.g. a time window that starts at ``lo``)."""
+        if self.kind != "nodes":
+            raise GridError(f"axis {self.name!r} ({self.kind}): only a nodes axis can be cut to a window")
+        h = self.spacing
+        # The coordinate of a node may carry rounding: a node within 1e-9 h of hi is kept.
+        n = int(np.floor((hi - self.lo) / h + 1e-9)) + 1
+        if n < 2 or n > self.n:
+            raise GridError(f"axis {self.name!r}: a window up to {hi} must hold at least 2 of its nodes and lie"
+                            f" within [{self.lo}, {self.hi}] (nodes every {h:g})")
+        return dataclasses.replace(self, n=n, hi=self.lo + (n - 1) * h)
+
 
 @dataclasses.dataclass(frozen=True)
 class Grid:
@@ -167,6 +180,11 @@ class Grid:
         if unknown:
             raise GridError(f"grid has axes {self.names}; cannot coarsen unknown axes {sorted(unknown)}")
         return Grid(tuple(a.coarsen(factors.get(a.name, 1)) for a in self.axes))
+
+    def until(self, name: str, hi: float) -> "Grid":
+        """The grid with axis ``name`` cut to its points up to ``hi`` (:meth:`Axis.until`)."""
+        i = self.index(name)
+        return Grid(self.axes[:i] + (self.axes[i].until(hi),) + self.axes[i + 1:])
 
     def restrict(self, x: np.ndarray | Array, factors: dict[str, int]) -> np.ndarray | Array:
         """Transfer grid values to :meth:`coarsen` ``(factors)``.

@@ -36,14 +36,23 @@ class Prediction(eqx.Module):
     constrained: ConstrainedSolution | None
 
 
-def input_features(u0: Float[Array, "*space"], grid: Grid) -> Float[Array, "*grid c"]:
+Extent = tuple[tuple[float, float], ...]
+
+
+def input_features(u0: Float[Array, "*space"], grid: Grid, extent: Extent | None = None
+                   ) -> Float[Array, "*grid c"]:
     """``(t, x, ..., u0)`` on the grid: coordinates scaled to [0, 1], u0 repeated over t.
 
     The first grid axis is time; ``u0`` has the shape of the other axes.
+    ``extent``: per axis, the interval ``(lo, hi)`` mapped to [0, 1]; default
+    the grid's own.  A model trained on a time window and run on the whole
+    interval scales both by the whole interval, so a time means the same
+    input in both.
     """
     if tuple(u0.shape) != grid.shape[1:]:
         raise ValueError(f"u0 has shape {tuple(u0.shape)}; the grid {grid.names} needs {grid.shape[1:]}")
-    coords = [(a.coords - a.lo) / (a.hi - a.lo) for a in grid.axes]
+    extent = tuple((a.lo, a.hi) for a in grid.axes) if extent is None else extent
+    coords = [(a.coords - lo) / (hi - lo) for a, (lo, hi) in zip(grid.axes, extent)]
     mesh = np.stack(np.meshgrid(*coords, indexing="ij"), axis=-1)
     u0b = jnp.broadcast_to(u0, grid.shape)[..., None]
     return jnp.concatenate([jnp.asarray(mesh, u0b.dtype), u0b], axis=-1)
@@ -56,14 +65,16 @@ class PISC(eqx.Module):
         backbone: a network ``(*grid, grid.ndim + 1) -> (*grid, 1)``.
         pde: the PDE (used by the loss, not by the forward pass).
         grid: the space-time grid.
+        extent: the coordinates' scale (:func:`input_features`); default the grid's.
     """
 
     backbone: eqx.Module
     pde: PDE
     grid: Grid = eqx.field(static=True)
+    extent: Extent | None = eqx.field(static=True, default=None)
 
     def __call__(self, u0: Float[Array, "*space"], key: PRNGKeyArray | None = None) -> Prediction:
-        x = input_features(u0, self.grid)
+        x = input_features(u0, self.grid, self.extent)
         with jax.named_scope("pihc.backbone"):
             u = self.backbone(x.astype(jnp.float32))[..., 0].astype(jnp.float64)
         return Prediction(u=u, constrained=None)
@@ -72,6 +83,7 @@ class PISC(eqx.Module):
 class _HardConstrained(eqx.Module):
     backbone: eqx.Module
     constraint: HardConstraint
+    extent: Extent | None = eqx.field(static=True, default=None)
 
     @property
     def pde(self) -> PDE:
@@ -82,7 +94,7 @@ class _HardConstrained(eqx.Module):
         return self.constraint.grid
 
     def basis(self, u0: Float[Array, "*space"]) -> Float[Array, "*grid N"]:
-        x = input_features(u0, self.grid)
+        x = input_features(u0, self.grid, self.extent)
         with jax.named_scope("pihc.backbone"):
             return self.backbone(x.astype(jnp.float32))
 
@@ -97,6 +109,7 @@ class PIHC(_HardConstrained):
     Args:
         backbone: a network ``(*grid, grid.ndim + 1) -> (*grid, N)``.
         constraint: a :class:`~pihc.constraint.HardConstraint` with one expert.
+        extent: the coordinates' scale (:func:`input_features`); default the grid's.
     """
 
     def __check_init__(self):
@@ -110,4 +123,5 @@ class PIHCMoE(_HardConstrained):
     Args:
         backbone: a network ``(*grid, grid.ndim + 1) -> (*grid, N)``.
         constraint: a :class:`~pihc.constraint.HardConstraint`.
+        extent: the coordinates' scale (:func:`input_features`); default the grid's.
     """

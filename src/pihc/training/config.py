@@ -42,6 +42,11 @@ class DataConfig:
     ``path`` is relative to the working directory.  Data on a finer grid that
     is an integer multiple of ``(nt, nx)`` is subsampled.  The last
     ``test_samples`` samples are held out (PDEBench's file: seeds 9000-9999).
+
+    ``train_until``: train on the times ``t <= train_until`` of the grid only
+    (temporal extrapolation: the model and its constraint live on that
+    window while training; ``pihc evaluate`` runs it on the whole grid and
+    scores the times after the window separately).  Unset: the whole grid.
     """
 
     path: str = "data/diffusion-sorption.h5"
@@ -50,6 +55,7 @@ class DataConfig:
     nx: int = 1024
     train_samples: int | None = None
     test_samples: int = 100
+    train_until: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,6 +339,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.modes and model.padding need one entry per grid axis (t, x)")
     if cfg.loss.coarsen is not None and (len(cfg.loss.coarsen) != 2 or min(cfg.loss.coarsen) < 1):
         raise ConfigError(f"loss.coarsen needs one factor >= 1 per grid axis (t, x), got {list(cfg.loss.coarsen)}")
+    if cfg.data.train_until is not None and not cfg.data.train_until > 0:
+        raise ConfigError(f"data.train_until must be > 0 (the end of the training window), got"
+                          f" {cfg.data.train_until}")
     if cfg.data.test_samples < 1:
         raise ConfigError(f"data.test_samples must be >= 1, got {cfg.data.test_samples}")
     if cfg.data.train_samples is not None and cfg.data.train_samples < 1:

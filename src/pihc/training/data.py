@@ -17,7 +17,11 @@ from .problems import get_problem
 
 @dataclasses.dataclass(frozen=True)
 class PreparedData:
-    """Everything the trainer and evaluator need from the dataset."""
+    """Everything the trainer and evaluator need from the dataset.
+
+    ``grid`` is the model's grid; ``full_grid`` the config's whole grid when
+    the model trains on a window of it (``data.train_until``), else None.
+    """
 
     pde: PDE
     grid: Grid
@@ -25,6 +29,25 @@ class PreparedData:
     path: str
     train_idx: np.ndarray
     test_idx: np.ndarray
+    full_grid: Grid | None = None
+
+    @property
+    def whole_grid(self) -> Grid:
+        """The config's whole grid (the data are restricted to it)."""
+        return self.grid if self.full_grid is None else self.full_grid
+
+
+def model_grids(cfg: Config) -> tuple[Grid, Grid | None]:
+    """``(grid, full_grid)`` of :class:`PreparedData` for ``cfg``: the model grid, cut to the
+    training window ``data.train_until`` on its first (time) axis, and the whole grid if it was cut.
+    Raises ConfigError if the window does not fit the grid."""
+    whole = get_problem(cfg.problem).grid(cfg.data.nt, cfg.data.nx)
+    if cfg.data.train_until is None:
+        return whole, None
+    try:
+        return whole.until(whole.names[0], cfg.data.train_until), whole
+    except GridError as err:
+        raise ConfigError(f"data.train_until = {cfg.data.train_until}: {err}") from None
 
 
 def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool = True) -> PreparedData:
@@ -47,8 +70,8 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
                 raise
             raise ConfigError(f"data.generate: {err}") from None
     ds = problem.open(path)
-    grid = problem.grid(cfg.data.nt, cfg.data.nx)
-    ds.grid.factors_to(grid)  # raises a GridError naming the axis if not an integer multiple
+    grid, full_grid = model_grids(cfg)
+    ds.grid.factors_to(full_grid or grid)  # raises a GridError naming the axis if not an integer multiple
     n = len(ds.samples)
     n_test = cfg.data.test_samples
     n_train = cfg.data.train_samples if cfg.data.train_samples is not None else n - n_test
@@ -59,15 +82,16 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
                           " train on; lower data.test_samples or use a larger dataset")
     test_idx = np.arange(n - n_test, n)
     train_idx = np.arange(0, n_train)
-    return PreparedData(ds.pde, grid, ds.grid, str(path), train_idx, test_idx)
+    return PreparedData(ds.pde, grid, ds.grid, str(path), train_idx, test_idx, full_grid)
 
 
 def load_fields(cfg: Config, data: PreparedData, indices) -> np.ndarray:
-    """Solutions of the given samples restricted to the model grid: (n, *grid)."""
+    """Solutions of the given samples restricted to the model grid: (n, *grid) (the first times
+    of the whole grid when the model's grid is a training window)."""
     ds = get_problem(cfg.problem).open(Path(data.path))
     u = ds.load(np.asarray(indices))
-    factors = data.data_grid.factors_to(data.grid)
-    return np.stack([data.data_grid.restrict(v, factors) for v in u])
+    factors = data.data_grid.factors_to(data.whole_grid)
+    return np.stack([data.data_grid.restrict(v, factors)[:data.grid.shape[0]] for v in u])
 
 
 def load_initial(cfg: Config, data: PreparedData, indices) -> np.ndarray:

@@ -87,7 +87,8 @@ def predict(model, u0: np.ndarray, seed: int = 0, chunk: int = 8):
 
 def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str | Path | None = None,
              n_samples: int | None = None, seam_width: int = 3, plots: bool = True,
-             grid: tuple[int, int] | None = None, log: Callable[[str], None] = print) -> dict:
+             grid: tuple[int, int] | None = None, window: tuple[float, float] | None = None,
+             log: Callable[[str], None] = print) -> dict:
     """Evaluate a run; write ``evaluation.json`` (or ``json_out``) and PNG plots.
 
     ``grid = (nt, nx)`` runs the trained model on another grid (:func:`on_grid`:
@@ -95,6 +96,11 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
     scored on PDEBench's 101 x 1024 (give that file as ``data_path``).  The
     data must be an integer multiple of that grid.  The results then go to
     ``evaluation-{nt}x{nx}.json`` and ``plots-{nt}x{nx}/``, beside the run's own.
+
+    ``window = (t0, t1)`` also scores the times ``t0 < t <= t1`` alone (key
+    ``window``; the plot of the error over time marks it).  A run trained on
+    a time window (``data.train_until``) is run on the whole grid, and its
+    default window is the times after the training window (extrapolation).
 
     The output paths are checked before any compute.  Predictions that are
     not finite raise :class:`EvaluationError` and write nothing; the JSON
@@ -112,25 +118,30 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
     cfg, data, model, meta = load_run(run_dir, log)
     suffix = ""
     trained_grid = list(data.grid.shape)
-    if grid is not None and tuple(grid) != tuple(data.grid.shape):
-        cfg, model, new_grid = on_grid(cfg, model, data.pde, *grid)
-        data = dataclasses.replace(data, grid=new_grid)
+    target = tuple(grid) if grid is not None else tuple(data.whole_grid.shape)
+    if target != tuple(data.grid.shape):
+        cfg, model, new_grid = on_grid(cfg, model, data.pde, *target)
+        data = dataclasses.replace(data, grid=new_grid, full_grid=None)
         if data_path is None:
             try:
                 data.data_grid.factors_to(new_grid)
             except GridError as err:
-                raise GridError(f"{err}. The run's data ({data.path}) cannot be scored on {grid[0]} x {grid[1]};"
+                raise GridError(f"{err}. The run's data ({data.path}) cannot be scored on {target[0]} x {target[1]};"
                                 " give data on that grid or an integer multiple of it with --data") from None
-        suffix = f"-{grid[0]}x{grid[1]}"
+        if grid is not None:
+            suffix = f"-{grid[0]}x{grid[1]}"
     if data_path is not None:
         data = _other_data(cfg, data, data_path)
     if n_samples is not None and n_samples > len(data.test_idx):
         raise DataError(f"{data.path} holds {len(data.test_idx)} test samples; {n_samples} were asked for"
                         " (give at most that many, or leave the number unset)")
     idx = data.test_idx if n_samples is None else data.test_idx[:n_samples]
+    grid, pde = data.grid, data.pde
+    if window is None and cfg.data.train_until is not None:
+        window = (cfg.data.train_until, grid.axes[0].hi)
+    in_window = None if window is None else window_mask(grid, window)
     truth = load_fields(cfg, data, idx)
     u0 = truth[:, 0]
-    grid, pde = data.grid, data.pde
 
     pred = predict(model, u0, cfg.run.seed)  # compile + run
     t0 = time.perf_counter()
@@ -168,6 +179,13 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
                   "mean_abs_residual_interior": float(np.abs(res)[:, inner].mean())},
         "timing": {"inference_s_per_sample": infer_s},
     }
+    if in_window is not None:
+        ew, tw = err[:, in_window], truth[:, in_window]
+        rel_w = np.sqrt((ew ** 2).reshape(len(ew), -1).sum(1)) / np.sqrt((tw ** 2).reshape(len(tw), -1).sum(1))
+        out["window"] = {"t_from": float(window[0]), "t_to": float(window[1]), "times": int(in_window.sum()),
+                         "trained_until": cfg.data.train_until,
+                         "rel_l2_mean": float(rel_w.mean()), "rel_l2_std": float(rel_w.std()),
+                         "rel_l2_median": float(np.median(rel_w)), "rel_l2_max": float(rel_w.max())}
     if pred.constrained is not None:
         sol = pred.constrained.solution
         out["experts"] = {
@@ -184,8 +202,20 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
         from .plots import plot_run
 
         plot_run(run_dir / f"plots{suffix}", grid, truth, u, rel_t, MetricsLog(run_dir / "metrics.jsonl").read(),
-                 out.get("experts"), res)
+                 out.get("experts"), res, window=None if window is None else tuple(window))
     return out
+
+
+def window_mask(grid: Grid, window: tuple[float, float]) -> np.ndarray:
+    """Which times of ``grid`` (its first axis) lie in ``t0 < t <= t1``; raises GridError if none do."""
+    t = grid.axes[0].coords
+    t0, t1 = window
+    tol = 1e-9 * (grid.axes[0].hi - grid.axes[0].lo)  # coordinates carry rounding
+    mask = (t > t0 + tol) & (t <= t1 + tol)
+    if not t1 > t0 or not mask.any():
+        raise GridError(f"the window {t0} < t <= {t1} holds none of the grid's times ({t[0]:g} to {t[-1]:g} every"
+                        f" {grid.axes[0].spacing:g}); give t0 < t1 that bracket at least one of them")
+    return mask
 
 
 def _other_data(cfg: Config, data: PreparedData, path: str) -> PreparedData:

@@ -31,11 +31,10 @@ import optax
 from ..files import check_writable
 from ..least_squares import require_x64
 from .config import Config, config_json, validate
-from .data import PreparedData, load_initial, prepare_data
+from .data import PreparedData, load_initial, model_grids, prepare_data
 from .io import CHECKPOINT, MetricsLog, save_checkpoint
 from .model import build_model, check_init_from, load_backbone
 from .optim import learning_rate_schedule, make_optimizer
-from .problems import get_problem
 from .run import METRICS, RunLock, check_resumable, resume_run, start_run
 from .step import loss_grid, make_step, step_inputs
 
@@ -66,7 +65,7 @@ def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, res
     check_writable(run_dir, "run directory", directory=True)
     check_resumable(run_dir, resume)
     src_cfg = None if resume else check_init_from(cfg)
-    loss_grid(cfg, get_problem(cfg.problem).grid(cfg.data.nt, cfg.data.nx))  # before any compute
+    loss_grid(cfg, model_grids(cfg)[0])  # before any compute
     data = prepare_data(cfg, log, progress=progress)
     model = build_model(cfg, data.pde, data.grid, jax.random.key(cfg.run.seed + 1))
     if src_cfg is not None:

@@ -41,13 +41,23 @@ def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
     except ValueError as err:
         raise ConfigError(f"model (modes {tuple(mc.modes)}, padding {tuple(mc.padding)}) does not fit"
                           f" the grid {grid.shape}: {err}") from None
+    extent = feature_extent(cfg)
     if mc.method == "sc":
-        return PISC(backbone, pde, grid)
+        return PISC(backbone, pde, grid, extent)
     splits = tuple(cc.splits) if mc.method == "moe" else (1,) * grid.ndim
     if len(splits) != grid.ndim:
         raise ConfigError(f"constraint.splits {splits} needs one entry per grid axis {grid.names}")
     constraint = build_constraint(cfg, pde, grid, splits)
-    return (PIHCMoE if mc.method == "moe" else PIHC)(backbone, constraint)
+    return (PIHCMoE if mc.method == "moe" else PIHC)(backbone, constraint, extent)
+
+
+def feature_extent(cfg: Config) -> tuple[tuple[float, float], ...] | None:
+    """The intervals the backbone's coordinate inputs are scaled by: the whole grid's when the
+    model trains on a time window (``data.train_until``), so that a time is the same input while
+    training on the window and when run on the whole interval; else None (the model grid's own)."""
+    if cfg.data.train_until is None:
+        return None
+    return tuple((a.lo, a.hi) for a in get_problem(cfg.problem).grid(cfg.data.nt, cfg.data.nx).axes)
 
 
 def build_constraint(cfg: Config, pde: PDE, grid: Grid, splits: tuple[int, ...]) -> HardConstraint:

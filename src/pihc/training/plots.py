@@ -28,8 +28,11 @@ def _save(fig, path: Path):
 
 
 def plot_run(out: Path, grid: Grid, truth: np.ndarray, pred: np.ndarray, rel_t: np.ndarray,
-             metrics: list[dict], experts: dict | None, residual: np.ndarray, n_show: int = 3) -> list[Path]:
-    """Write the standard plots of a 1D+time run to ``out``; return their paths."""
+             metrics: list[dict], experts: dict | None, residual: np.ndarray, n_show: int = 3,
+             window: tuple[float, float] | None = None) -> list[Path]:
+    """Write the standard plots of a 1D+time run to ``out``; return their paths.
+
+    ``window``: the scored time window ``(t0, t1)``, shaded on the error over time."""
     plt = _plt()
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -59,6 +62,9 @@ def plot_run(out: Path, grid: Grid, truth: np.ndarray, pred: np.ndarray, rel_t: 
     mean, std = rel_t.mean(0), rel_t.std(0)
     ax.plot(t, mean, label="mean over samples")
     ax.fill_between(t, np.maximum(mean - std, 0), mean + std, alpha=0.3, label="+- 1 std")
+    if window is not None:
+        ax.axvspan(max(window[0], t[0]), min(window[1], t[-1]), color="grey", alpha=0.15,
+                   label=f"scored window {window[0]:g} < {grid.names[0]} <= {window[1]:g}")
     ax.set_xlabel(grid.names[0])
     ax.set_ylabel("relative L2 error")
     ax.set_yscale("log")

@@ -64,6 +64,13 @@ def write_report(run_dir: str | Path) -> Path:
                   "| metric | value |", "|---|---|",
                   f"| relative L2 error (mean +- std) | {100 * ev['rel_l2_mean']:.2f}% +- {100 * ev['rel_l2_std']:.2f}% |",
                   f"| relative L2 error (median / max) | {100 * ev['rel_l2_median']:.2f}% / {100 * ev['rel_l2_max']:.2f}% |",
+                  *([f"| relative L2 error for {ev['window']['t_from']:g} < t <= {ev['window']['t_to']:g}"
+                      f" ({ev['window']['times']} times; trained on t <= {ev['window']['trained_until']:g}) |"
+                      f" {100 * ev['window']['rel_l2_mean']:.2f}% +- {100 * ev['window']['rel_l2_std']:.2f}% |"]
+                    if ev.get("window") and ev["window"].get("trained_until") is not None else
+                    [f"| relative L2 error for {ev['window']['t_from']:g} < t <= {ev['window']['t_to']:g} |"
+                     f" {100 * ev['window']['rel_l2_mean']:.2f}% +- {100 * ev['window']['rel_l2_std']:.2f}% |"]
+                    if ev.get("window") else []),
                   f"| mean squared PDE residual | {ev['residual']['pde']:.3g} |",
                   f"| mean squared initial / boundary rows | {ev['residual']['initial']:.3g} / {ev['residual']['boundary']:.3g} |",
                   f"| inference s/sample | {ev['timing']['inference_s_per_sample']:.4f} |"]
