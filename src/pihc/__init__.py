@@ -4,7 +4,8 @@ The public API (the training harness lives in :mod:`pihc.training` and the
 command line in :mod:`pihc.cli`; the core never imports either):
 
 * grids and derivatives: :class:`Grid`, :class:`Axis`, :mod:`pihc.derivatives`
-* PDEs: :class:`PDE` (the interface), :class:`DiffusionSorption`
+* PDEs: :class:`PDE` (the interface), :class:`DiffusionSorption`,
+  :class:`NavierStokes2D`
 * solver: :func:`least_squares`, :class:`LevenbergMarquardt`, :class:`Solution`,
   :class:`RESULTS`; adjoints :class:`ImplicitAdjoint`, :class:`StructuredAdjoint`
 * experts: :func:`partition`, :func:`unpartition`, :class:`RowWeights`
@@ -25,7 +26,7 @@ from .linearise import Linearisation, linearise
 from .losses import LossWeights, physics_loss
 from .models import FNO, PIHC, PISC, PIHCMoE, Prediction
 from .partition import partition, unpartition
-from .pdes import PDE, DiffusionSorption, diffusion_sorption_grid
+from .pdes import PDE, DiffusionSorption, NavierStokes2D, diffusion_sorption_grid, navier_stokes_grid
 
 
 def enable_x64() -> None:
@@ -37,8 +38,8 @@ def enable_x64() -> None:
 
 __all__ = [
     "Axis", "ConstrainedSolution", "DiffusionSorption", "FNO", "Grid", "GridError", "HardConstraint",
-    "ImplicitAdjoint", "LevenbergMarquardt", "Linearisation", "LossWeights", "PDE", "PIHC", "PIHCMoE",
+    "ImplicitAdjoint", "LevenbergMarquardt", "Linearisation", "LossWeights", "NavierStokes2D", "PDE", "PIHC", "PIHCMoE",
     "PISC", "Prediction", "PrecisionError", "RESULTS", "RowWeights", "Solution", "StructuredAdjoint",
-    "derivatives", "diffusion_sorption_grid", "enable_x64", "least_squares", "linearise", "partition",
+    "derivatives", "diffusion_sorption_grid", "enable_x64", "least_squares", "linearise", "navier_stokes_grid", "partition",
     "physics_loss", "unpartition",
 ]

@@ -51,6 +51,28 @@ def _cmd_generate(a) -> int:
     return 0
 
 
+def _cmd_generate_ns(a) -> int:
+    from .data.navier_stokes import check_generate_args, generate_navier_stokes
+    from .files import check_writable
+
+    ny = a.nx if a.ny is None else a.ny
+    try:
+        check_generate_args(samples=a.samples, nx=a.nx, ny=ny, nt=a.nt, t_end=a.t_end, viscosity=a.viscosity,
+                            seed=a.seed, solve_nx=a.solve_nx, substeps=a.substeps, batch=a.batch, dtype=a.dtype)
+    except ValueError as err:  # the library's names, as the options are spelt
+        msg = str(err)
+        for lib, opt in (("solve_nx", "--solve-nx"), ("t_end", "--t-end")):
+            msg = msg.replace(lib, opt)
+        raise UsageError(msg) from None
+    check_writable(a.out, "--out")
+    out = generate_navier_stokes(a.out, samples=a.samples, nx=a.nx, ny=ny, nt=a.nt, t_end=a.t_end,
+                                 viscosity=a.viscosity, seed=a.seed, solve_nx=a.solve_nx, substeps=a.substeps,
+                                 batch=a.batch, dtype=a.dtype, progress=not a.quiet)
+    print(json.dumps({"written": str(out), "samples": a.samples, "nt": a.nt, "nx": a.nx, "ny": ny,
+                      "seed": a.seed}))
+    return 0
+
+
 def _cmd_data_info(a) -> int:
     from .data.hdf5 import info
 
@@ -198,6 +220,25 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--out", required=True, help="HDF5 file to write (atomically)")
     ds.add_argument("--quiet", action="store_true")
     ds.set_defaults(func=_cmd_generate)
+
+    ns = gsub.add_parser("navier-stokes", help="2D Navier-Stokes (vorticity form) on the periodic unit square")
+    ns.add_argument("--samples", type=positive, required=True)
+    ns.add_argument("--nx", type=int, default=64, help="points along x on [0, 1) (default 64)")
+    ns.add_argument("--ny", type=int, default=None, help="points along y (default: --nx)")
+    ns.add_argument("--nt", type=int, default=64, help="snapshots on [0, t_end], t = 0 included (default 64)")
+    ns.add_argument("--t-end", type=float, default=5.0, help="final time (default 5)")
+    ns.add_argument("--viscosity", type=float, default=1e-4, help="nu (default 1e-4)")
+    ns.add_argument("--seed", type=int, default=0, help="sample i's initial condition uses seed + i")
+    ns.add_argument("--solve-nx", type=int, default=None,
+                    help="solve on this many points per axis (a multiple of --nx) and sample back (default:"
+                         " the smallest multiple of --nx that is at least 64)")
+    ns.add_argument("--substeps", type=int, default=None,
+                    help="time steps per snapshot interval (default: dt <= 0.04 x 64 / solve points)")
+    ns.add_argument("--batch", type=int, default=16, help="trajectories per vmapped solve (default 16)")
+    ns.add_argument("--dtype", default="float32", help="stored precision: float32 (default) or float64")
+    ns.add_argument("--out", required=True, help="HDF5 file to write (atomically)")
+    ns.add_argument("--quiet", action="store_true")
+    ns.set_defaults(func=_cmd_generate_ns)
 
     d = sub.add_parser("data", help="inspect datasets")
     dsub = d.add_subparsers(dest="action", required=True)
