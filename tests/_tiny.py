@@ -44,7 +44,7 @@ def _no_generator(path, generator_config):
 
 
 register_problem("tiny-test", Problem(open=lambda p: TinyData(), generate=_no_generator,
-                                      grid=lambda nt, nx: diffusion_sorption_grid(nt, nx, t_max=40.0)))
+                                      grid=lambda shape: diffusion_sorption_grid(*shape, t_max=40.0)))
 
 
 def tiny_config(tmp_path, method="moe", **over) -> Config:

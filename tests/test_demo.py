@@ -12,7 +12,7 @@ def test_demo_config_is_the_hard_constrained_moe_and_builds_on_its_grid():
     cfg = load_config(demo.DEMO_CONFIG)
     assert cfg.model.method == "moe" and cfg.constraint.blend
     problem = get_problem(cfg.problem)
-    grid = problem.grid(cfg.data.nt, cfg.data.nx)
+    grid = problem.grid(cfg.data.shape)
     pde = pihc.DiffusionSorption()
     built = model.build_model(cfg, pde, grid, jax.random.key(0))  # raises if the points do not fit
     assert built.constraint.splits == tuple(cfg.constraint.splits)

@@ -52,7 +52,7 @@ def _no_generator(path, g):
 
 
 register_problem("reliability-fields", Problem(open=lambda p: _Fields(), generate=_no_generator,
-                                               grid=lambda nt, nx: diffusion_sorption_grid(nt, nx, t_max=40.0)))
+                                               grid=lambda shape: diffusion_sorption_grid(*shape, t_max=40.0)))
 
 
 def config(tmp_path, method="sc", **sections) -> Config:

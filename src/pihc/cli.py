@@ -118,6 +118,8 @@ def _cmd_evaluate(a) -> int:
     if not (Path(a.run) / "config.yaml").is_file():
         raise FileNotFoundError(f"{a.run} is not a run directory (no config.yaml); give the --out directory"
                                 " of a `pihc train` run")
+    if a.grid is not None and len(a.grid) not in (2, 3):
+        raise UsageError(f"--grid takes NT NX, or NT NX NY for a (t, x, y) run; got {len(a.grid)} sizes")
     res = evaluate(a.run, data_path=a.data, json_out=a.json, n_samples=a.samples, plots=not a.no_plots,
                    grid=a.grid, window=a.window)
     if a.grid is None:
@@ -266,9 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="where to write the metrics (default RUN/evaluation.json)")
     e.add_argument("--samples", type=positive, help="evaluate only the first N test samples")
     e.add_argument("--no-plots", action="store_true")
-    e.add_argument("--grid", type=grid_points, nargs=2, metavar=("NT", "NX"),
-                   help="run the model on another grid (same backbone, constraint rebuilt there), e.g."
-                        " --grid 101 1024 --data FILE for a model trained on 51 x 256")
+    e.add_argument("--grid", type=grid_points, nargs="+", metavar="N",
+                   help="NT NX (or NT NX NY): run the model on another grid (same backbone, constraint rebuilt"
+                        " there), e.g. --grid 101 1024 --data FILE for a model trained on 51 x 256, or"
+                        " --grid 64 256 256 --data FILE for one trained on 64 x 64 x 64")
     e.add_argument("--window", type=float, nargs=2, metavar=("T0", "T1"),
                    help="also score the times T0 < t <= T1 alone, e.g. --window 400 500 (default: the times after"
                         " the training window of a run trained with data.train_until; else none)")

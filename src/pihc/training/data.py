@@ -41,7 +41,7 @@ def model_grids(cfg: Config) -> tuple[Grid, Grid | None]:
     """``(grid, full_grid)`` of :class:`PreparedData` for ``cfg``: the model grid, cut to the
     training window ``data.train_until`` on its first (time) axis, and the whole grid if it was cut.
     Raises ConfigError if the window does not fit the grid."""
-    whole = get_problem(cfg.problem).grid(cfg.data.nt, cfg.data.nx)
+    whole = get_problem(cfg.problem).grid(cfg.data.shape)
     if cfg.data.train_until is None:
         return whole, None
     try:
@@ -58,9 +58,11 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
     path = Path(cfg.data.path)
     if path.is_dir():
         raise ConfigError(f"data.path {path} is a directory; give the dataset file")
+    grid, full_grid = model_grids(cfg)  # a grid the problem refuses is refused before any compute
     if not path.exists():
         g = cfg.data.generate
-        log(f"data file {path} not found: generating it ({g.samples} samples at {g.nt} x {g.nx},"
+        shape = (g.nt, g.nx) if g.ny is None and cfg.data.ny is None else (g.nt, g.nx, g.nx if g.ny is None else g.ny)
+        log(f"data file {path} not found: generating it ({g.samples} samples at {' x '.join(map(str, shape))},"
             f" seed {g.seed}, ic {g.ic!r})")
         check_writable(path, "data.path")
         try:
@@ -70,7 +72,7 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
                 raise
             raise ConfigError(f"data.generate: {err}") from None
     ds = problem.open(path)
-    grid, full_grid = model_grids(cfg)
+    check_constants(ds.pde, cfg.data.generate.constants, path)
     ds.grid.factors_to(full_grid or grid)  # raises a GridError naming the axis if not an integer multiple
     n = len(ds.samples)
     n_test = cfg.data.test_samples
@@ -83,6 +85,21 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
     test_idx = np.arange(n - n_test, n)
     train_idx = np.arange(0, n_train)
     return PreparedData(ds.pde, grid, ds.grid, str(path), train_idx, test_idx, full_grid)
+
+
+def check_constants(pde: PDE, constants: dict, path) -> None:
+    """Raise ConfigError unless the data's PDE has the constants the config names
+    (``data.generate.constants``), to a relative 1e-9 (files may store them rounded)."""
+    for name, want in constants.items():
+        fields = [f.name for f in dataclasses.fields(pde)]
+        if name not in fields:
+            raise ConfigError(f"data.generate.constants.{name}: the data's PDE ({type(pde).__name__}) has no"
+                              f" constant {name!r}; its fields are {fields}")
+        have = np.asarray(getattr(pde, name), np.float64)
+        if have.shape != () or not np.isclose(float(have), float(want), rtol=1e-9, atol=0.0):
+            raise ConfigError(f"{path} holds data with {name} = {have.tolist()}, but the config asks for"
+                              f" {want} (data.generate.constants.{name}); give data made with {name} = {want}"
+                              f" (another data.path, generated when missing) or set the config to the data's value")
 
 
 def load_fields(cfg: Config, data: PreparedData, indices) -> np.ndarray:

@@ -24,14 +24,14 @@ class Problem:
         open: ``path -> dataset`` with ``.pde``, ``.grid``, ``.samples`` and ``.load(indices)``.
         generate: ``(path, GeneratorConfig, progress=bool) -> path``: writes the dataset file
             (atomically), showing a progress bar if ``progress``.
-        grid: ``(nt, nx) -> Grid``: the model grid of a config.
+        grid: ``shape -> Grid``: the model grid of a config, ``shape`` one size per axis (t first).
         solve: optional ``(u0 (n, *space), pde, grid) -> (n, *grid)``, the
             numerical solver (timed by the evaluation against inference).
     """
 
     open: Callable[[Path], Any]
     generate: Callable[[Path, GeneratorConfig], Path]
-    grid: Callable[[int, int], Grid]
+    grid: Callable[[tuple[int, ...]], Grid]
     solve: Callable | None = None
 
 
@@ -54,15 +54,49 @@ def _ds_solve(u0, pde, grid):
     return solve_as_generated(u0, pde, grid)
 
 
-def _ds_grid(nt, nx):
+def _ds_grid(shape):
     from ..pdes.diffusion_sorption import diffusion_sorption_grid
 
-    return diffusion_sorption_grid(nt, nx)
+    return diffusion_sorption_grid(*shape)
+
+
+def _ns_generate(path, g: GeneratorConfig, progress: bool = True):
+    from ..data.navier_stokes import generate_navier_stokes
+
+    unknown = sorted(set(g.constants) - {"viscosity"})
+    if unknown:
+        raise ValueError(f"constants {unknown} are not the Navier-Stokes generator's; it takes viscosity")
+    return generate_navier_stokes(path, samples=g.samples, nx=g.nx, ny=g.ny, nt=g.nt, seed=g.seed,
+                                  solve_nx=g.solve_nx, progress=progress, **g.constants)
+
+
+def _ns_solve(u0, pde, grid):
+    from ..data.navier_stokes import solve_navier_stokes
+
+    t = grid.axes[0]
+    return solve_navier_stokes(u0, pde, nt=t.n, t_end=t.hi - t.lo)
+
+
+def _ns_grid(shape):
+    from ..grid import GridError
+    from ..pdes.navier_stokes import navier_stokes_grid
+
+    if len(shape) != 3:
+        raise GridError(f"Navier-Stokes lives on a (t, x, y) grid; the config gives {len(shape)} sizes"
+                        f" {tuple(shape)}: set data.ny")
+    nt, nx, ny = shape
+    if nx != ny:
+        # The generator's initial conditions and the paper's problem live on the square with the
+        # same resolution in x and y; the data files are square.
+        raise GridError(f"Navier-Stokes needs as many points along y as along x (the unit square's"
+                        f" data are square); the config has nx = {nx}, ny = {ny}: set data.ny = data.nx")
+    return navier_stokes_grid(nt, nx, ny)
 
 
 _PROBLEMS: dict[str, Problem] = {
     "diffusion-sorption": Problem(open=_ds_open, generate=_ds_generate, grid=_ds_grid,
                                   solve=_ds_solve),
+    "navier-stokes": Problem(open=_ds_open, generate=_ns_generate, grid=_ns_grid, solve=_ns_solve),
 }
 
 
