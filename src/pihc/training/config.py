@@ -367,10 +367,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"constraint.splits {list(cfg.constraint.splits)} needs one count per grid axis {axes}"
                           + ("" if cfg.data.ny is not None or len(cfg.constraint.splits) != 3 else
                              "; for a (t, x, y) grid set data.ny"))
-    for name, v in (("constraint.overlap", cfg.constraint.overlap), ("loss.coarsen", cfg.loss.coarsen)):
-        if v is not None and len(v) != ndim:
-            raise ConfigError(f"{name} {list(v)} needs one entry per grid axis {axes}")
-    if cfg.loss.coarsen is not None and min(cfg.loss.coarsen) < 1:
+    if cfg.constraint.overlap is not None and len(cfg.constraint.overlap) != ndim:
+        raise ConfigError(f"constraint.overlap {list(cfg.constraint.overlap)} needs one entry per grid axis {axes}")
+    if cfg.loss.coarsen is not None and (len(cfg.loss.coarsen) != ndim or min(cfg.loss.coarsen) < 1):
         raise ConfigError(f"loss.coarsen needs one factor >= 1 per grid axis {axes}, got {list(cfg.loss.coarsen)}")
     for name, v in cfg.data.generate.constants.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
