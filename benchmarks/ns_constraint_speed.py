@@ -134,7 +134,7 @@ def main(argv=None) -> dict:
                                                 "forward_s", "lm_steps", "all_converged")}), flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {"benchmark": "ns_constraint_speed", "date": time.strftime("%Y-%m-%d"), "commit": commit,
-              "cpu_threads": 1, "rows": rows,
+              "cpu_threads": 1, "load_average_1_5_15min_at_end": list(os.getloadavg()), "rows": rows,
               "paper_released_layer_s": {"PI-HC": 11.8, "PI-HC-MoE": 12.8}}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))

@@ -67,3 +67,12 @@ def test_bad_grids_splits_and_constants_are_refused_before_any_compute(tmp_path,
     with pytest.raises(error, match=match):  # when the config is loaded, or when the run starts
         train(tiny(tmp_path, *override, data=data), tmp_path / "refused", **QUIET)
     assert not (tmp_path / "never.h5").exists() and not (tmp_path / "refused" / "checkpoint.eqx").exists()
+
+
+def test_seams_on_the_torus_include_the_wrap():
+    from pihc.pdes.navier_stokes import navier_stokes_grid
+    from pihc.training.evaluation import seam_mask
+
+    m = seam_mask(navier_stokes_grid(3, 16, 16), (1, 2, 2), 1)
+    np.testing.assert_array_equal(np.flatnonzero(m[0, :, 5]), [0, 7, 8, 15])  # x seams at 8 and at the wrap
+    assert not m[0, 3, 3] and m[1, 3, 0]
