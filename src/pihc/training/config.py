@@ -28,8 +28,10 @@ class ConfigError(ValueError):
 class GeneratorConfig:
     """How to make the dataset when its file is missing (``pihc generate``).
 
-    ``ny`` and ``solve_nx`` are for problems with a y axis (Navier-Stokes;
-    unset: ``ny = nx`` and the generator's own solve grid).  ``constants``: the PDE's physical constants, by field name
+    ``ic``: the initial-condition family (diffusion-sorption: ``pdebench`` or
+    ``smooth``; Navier-Stokes: ``grf``).  ``ny`` and ``solve_nx`` are for
+    problems with a y axis (Navier-Stokes; unset: ``ny = nx`` and the
+    generator's own solve grid).  ``constants``: the PDE's physical constants, by field name
     (e.g. ``{viscosity: 1.0e-4}``); the generator uses them, and a data file
     that exists must carry the same values, or the run is refused before any
     compute.  Unset: the problem's defaults, and no check.

@@ -44,6 +44,11 @@ def _ds_open(path):
 def _ds_generate(path, g: GeneratorConfig, progress: bool = True):
     from ..data.diffusion_sorption import generate_diffusion_sorption
 
+    unused = [k for k in ("ny", "solve_nx") if getattr(g, k) is not None] + (["constants"] if g.constants else [])
+    if unused:  # a setting that would be silently ignored
+        raise ValueError(f"{', '.join(unused)}: not settings of the diffusion-sorption generator (it takes"
+                         " samples, nx, nt, seed and ic); remove them")
+
     return generate_diffusion_sorption(path, samples=g.samples, nx=g.nx, nt=g.nt, seed=g.seed, ic=g.ic,
                                        progress=progress)
 
@@ -66,6 +71,9 @@ def _ns_generate(path, g: GeneratorConfig, progress: bool = True):
     unknown = sorted(set(g.constants) - {"viscosity"})
     if unknown:
         raise ValueError(f"constants {unknown} are not the Navier-Stokes generator's; it takes viscosity")
+    if g.ic != "grf":
+        raise ValueError(f"ic {g.ic!r}: the Navier-Stokes generator draws its initial vorticity from the"
+                         " periodic Gaussian random field only; set ic: grf")
     return generate_navier_stokes(path, samples=g.samples, nx=g.nx, ny=g.ny, nt=g.nt, seed=g.seed,
                                   solve_nx=g.solve_nx, progress=progress, **g.constants)
 
