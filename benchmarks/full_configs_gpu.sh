@@ -14,5 +14,5 @@ OUT=${OUT:-runs/full-out}
 PY=${PY:-python3}
 mkdir -p "$OUT"
 ROOT=runs/full OUT=$OUT PY=$PY bash "$(dirname "$0")/gpu_sweep.sh" "$(dirname "$0")/sweeps/full_configs.txt"
-PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} $PY benchmarks/step_cost.py --config diffusion-sorption/moe \
+PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} $PY benchmarks/step_cost.py --config diffusion-sorption/moe-paper \
     --repeats 5 --trained hc=runs/full/hc --trained moe=runs/full/moe --out "$OUT/step_cost_full_trained_gpu.json"

@@ -80,3 +80,53 @@ def test_constraint_ablation_reproduces_the_evaluation_and_factor_zero_is_the_ro
     assert zero["rel_l2_mean"] == pytest.approx(np.mean(rel), rel=1e-6)
     assert zero["rel_l2_std"] == pytest.approx(np.std(rel), rel=1e-4, abs=1e-9)
     assert abs(zero["rel_l2_mean"] - one["rel_l2_mean"]) > 1e-6 * one["rel_l2_mean"]  # the two are distinguishable
+
+
+def test_speed_points_times_each_variant_and_skips_points_a_block_cannot_hold(tmp_path, monkeypatch):
+    """``benchmarks/speed_points.py`` on the tiny problem: the variants' sampled points, the skip of an
+    expert asked for more points than its block holds, and the log-log slope of the times."""
+    from pihc.training.config import save_config
+
+    save_config(tiny_config(tmp_path, "moe"), tmp_path / "tiny.yaml")
+    _run_benchmark("speed_points", "--config", tmp_path / "tiny.yaml", "--points", 8, 200, "--repeats", 1,
+                   "--out", tmp_path / "speed.json", monkeypatch=monkeypatch)
+    out = json.loads((tmp_path / "speed.json").read_text())
+    rows = {(r["points"], r["variant"]): r for r in out["rows"]}
+    assert [rows[8, v]["points_per_expert"] for v in ("hc", "moe", "moe_split")] == [8, 8, 4]
+    assert rows[8, "hc"]["experts"] == 1 and rows[8, "moe"]["experts"] == 2
+    for v in ("hc", "moe", "moe_split"):
+        assert rows[8, v]["train_s"] > 0 and rows[8, v]["infer_s"] > 0 and rows[8, v]["failed_solves"] == 0
+        assert rows[8, v]["speedup_over_hc_train" if v != "hc" else "train_s"] > 0
+    # The tiny grid (9 x 32) has 8 x 32 = 256 residual points: 200 fit one global solve and 100 per expert
+    # in each of the two blocks of 8 x 16 = 128, but 200 per expert do not.
+    assert "train_s" in rows[200, "hc"] and "train_s" in rows[200, "moe_split"]
+    assert "skipped" in rows[200, "moe"] and "train_s" not in rows[200, "moe"]
+    assert (tmp_path / "speed.png").stat().st_size > 0
+
+
+def test_loglog_slope_recovers_a_power_law():
+    slope = runpy.run_path(str(BENCHMARKS / "speed_points.py"))["loglog_slope"]
+    assert slope([1e2, 1e3, 1e4], [2e-4, 2e-2, 2.0]) == pytest.approx(2.0)
+    assert slope([1e2, 1e3, 1e4], [1.0, None, 10.0]) == pytest.approx(0.5)
+    assert slope([1e2], [1.0]) is None
+
+
+def test_gpu_runs_reads_variants_and_tells_which_runs_to_start_resume_or_evaluate(tmp_path):
+    """``benchmarks/gpu_runs.py``: the variants file and the state of a run directory that decides whether
+    the next call trains it anew, resumes it from its checkpoint, evaluates it or leaves it."""
+    mod = runpy.run_path(str(BENCHMARKS / "gpu_runs.py"))
+    f = tmp_path / "v.txt"
+    f.write_text("# comment\n\nsc-s0 diffusion-sorption/sc   # trailing\nmoe-s1 diffusion-sorption/moe --set run.seed=1\n")
+    assert mod["read_variants"](f) == [("sc-s0", "diffusion-sorption/sc", []),
+                                       ("moe-s1", "diffusion-sorption/moe", ["--set", "run.seed=1"])]
+    run = tmp_path / "run"
+    state = lambda: mod["run_state"](run, 10)  # noqa: E731
+    assert state() == "new"
+    run.mkdir()
+    (run / "checkpoint.eqx").write_bytes(b"x")
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in range(1, 5)) + '{"st')
+    assert mod["last_step"](run) == 4 and state() == "partial"  # a torn last line is skipped
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in range(1, 11)))
+    assert state() == "trained"
+    (run / "evaluation.json").write_text("{}")
+    assert state() == "evaluated"
