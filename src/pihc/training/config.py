@@ -26,13 +26,22 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
-    """How to make the dataset when its file is missing (``pihc generate``)."""
+    """How to make the dataset when its file is missing (``pihc generate``).
+
+    ``ny``, ``t_end``, ``viscosity`` and ``solve_nx`` are read by the
+    Navier-Stokes generator (``None``: its defaults, ``ny = nx``, 5, 1e-4 and
+    the smallest multiple of ``nx`` of at least 64 points).
+    """
 
     samples: int = 1000
     nx: int = 1024
     nt: int = 101
     seed: int = 0
     ic: str = "pdebench"
+    ny: int | None = None
+    t_end: float | None = None
+    viscosity: float | None = None
+    solve_nx: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

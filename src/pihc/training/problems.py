@@ -60,9 +60,30 @@ def _ds_grid(nt, nx):
     return diffusion_sorption_grid(nt, nx)
 
 
+def _ns_generate(path, g: GeneratorConfig, progress: bool = True):
+    from ..data.navier_stokes import generate_navier_stokes
+
+    extra = {k: getattr(g, k) for k in ("ny", "t_end", "viscosity", "solve_nx") if getattr(g, k) is not None}
+    return generate_navier_stokes(path, samples=g.samples, nx=g.nx, nt=g.nt, seed=g.seed, progress=progress,
+                                  **extra)
+
+
+def _ns_solve(u0, pde, grid):
+    from ..data.navier_stokes import solve_navier_stokes
+
+    return solve_navier_stokes(u0, pde, nt=grid.shape[0], t_end=grid.axes[0].hi)
+
+
+def _ns_grid(nt, nx):
+    from ..pdes.navier_stokes import navier_stokes_grid
+
+    return navier_stokes_grid(nt, nx, nx, 5.0)
+
+
 _PROBLEMS: dict[str, Problem] = {
     "diffusion-sorption": Problem(open=_ds_open, generate=_ds_generate, grid=_ds_grid,
                                   solve=_ds_solve),
+    "navier-stokes": Problem(open=_ds_open, generate=_ns_generate, grid=_ns_grid, solve=_ns_solve),
 }
 
 
