@@ -137,6 +137,8 @@ BENCHMARKS = {
     "step-profile": "step_profile",
     "accuracy": "accuracy",
     "generator": "generator_speed",
+    "ns-generator": "ns_generator",
+    "ns-floor": "ns_floor",
 }
 
 
@@ -278,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_evaluate)
 
     b = sub.add_parser("bench", help="run a benchmark of a source checkout, benchmarks/SCRIPT.py (constraint |"
-                                     " constraint-ablation | generator | step-cost | step-profile | accuracy)",
+                                     " constraint-ablation | generator | ns-generator | ns-floor | step-cost |"
+                                     " step-profile | accuracy)",
                        add_help=False)
     b.add_argument("name")
     b.set_defaults(func=None)

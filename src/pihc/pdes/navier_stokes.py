@@ -68,12 +68,18 @@ class NavierStokes2D(PDE):
         time_stencil: ``"midpoint"``, ``"backward"`` or ``"central"``.
         time_accuracy: order of ``w_t``: 2 for ``"midpoint"``, 1 or 2 for
             ``"backward"``, 2 or 4 for ``"central"``.
+        subtract_mean: :meth:`parametrise` removes each basis column's
+            spatial mean at every time (as the paper's code does): the PDE
+            conserves the mean of ``w`` and the flow ignores it, so a basis
+            mean is a direction the fit cannot use.  With the initial
+            condition by construction the prediction then keeps ``w0``'s mean.
     """
 
     viscosity: float | Array = 1e-4
     forcing: Float[Array, "*batch nx ny"] | None = None
     time_stencil: TimeStencil = eqx.field(static=True, default="midpoint")
     time_accuracy: int = eqx.field(static=True, default=2)
+    subtract_mean: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
         if self.time_stencil not in _ORDERS:
@@ -132,6 +138,11 @@ class NavierStokes2D(PDE):
         if self.forcing is not None:
             out.append(jnp.broadcast_to(jnp.asarray(self.forcing, u.dtype), w.shape))
         return jnp.stack(out, axis=-1)
+
+    def parametrise(self, basis: Float[Array, "nt nx ny n_basis"], u0: Float[Array, "nx ny"], grid: Grid
+                    ) -> tuple[Float[Array, "nt nx ny n_basis"], Float[Array, "nt nx ny"]]:
+        B = basis - jnp.mean(basis, axis=(1, 2), keepdims=True) if self.subtract_mean else basis
+        return B, jnp.zeros(basis.shape[:-1], basis.dtype)
 
     def residual(self, terms: Float[Array, "*points n_terms"]) -> Float[Array, "*points"]:
         w_t, w_x, w_y, u, v, lap = (terms[..., i] for i in range(1, 7))
