@@ -57,3 +57,57 @@ def test_default_discretisation_has_one_minimum_reachable_from_zero():
     old = DiffusionSorption(time_stencil="central", residual_form="divided")
     stalled = discretisation_floor(old, grid, truth, truth[0], w, start=zero, gn_steps=30)
     assert stalled["rel_l2"] > 0.5
+
+
+def test_matrix_free_floor_equals_the_sparse_one():
+    from pihc.training.floor import matrix_free_floor
+
+    grid = diffusion_sorption_grid(nt=6, nx=16, t_max=20.0)
+    pde = DiffusionSorption()
+    u0 = np.full(16, 0.1)
+    w = LossWeights(400.0, 1.0, 1.0)
+    m = grid.mesh()
+    start = 0.1 + 0.9 * np.exp(-m[..., 1] / 0.1) * (m[..., 0] > 0)
+    sparse = discretisation_floor(pde, grid, start, u0, w)
+    free = matrix_free_floor(pde, grid, start, u0, w, inner_tol=1e-12)
+    assert free["loss_floor"] <= sparse["loss_floor"] * (1 + 1e-6) + 1e-20
+    np.testing.assert_allclose(free["u"], sparse["u"], atol=1e-7)
+
+
+def test_navier_stokes_midpoint_floor_is_the_implicit_midpoint_scheme():
+    """The midpoint residual rows are a causal implicit scheme: the floor has zero loss and is
+    the scheme's solution, here stepped independently (NumPy FFTs, scipy's root finder)."""
+    import scipy.optimize
+
+    from pihc import NavierStokes2D, navier_stokes_grid
+    from pihc.data.navier_stokes import initial_vorticity, solve_navier_stokes
+    from pihc.training.floor import matrix_free_floor
+
+    nu, n, nt, T = 1e-2, 8, 5, 1.0
+    grid = navier_stokes_grid(nt, n, n, T)
+    pde = NavierStokes2D(viscosity=nu)
+    truth = solve_navier_stokes(3.0 * initial_vorticity(1, n, n, seed=5), pde, nt=nt, t_end=T, solve_nx=n)[0]
+    floor = matrix_free_floor(pde, grid, truth, truth[0], LossWeights(1.0, 1.0, 1.0), inner_tol=1e-12)
+    assert floor["loss_floor"] < 1e-24 * floor["loss_true"] + 1e-28
+
+    k = 2 * np.pi * np.fft.fftfreq(n, 1.0 / n)
+    k1 = np.where(np.abs(np.fft.fftfreq(n, 1.0 / n)) == n // 2, 0.0, k)  # odd derivatives drop Nyquist
+    KX, KY = np.meshgrid(k, k, indexing="ij")
+    K1X, K1Y = np.meshgrid(k1, k1, indexing="ij")
+    k2 = KX**2 + KY**2
+    inv = np.where(k2 > 0, 1 / np.where(k2 > 0, k2, 1), 0)
+
+    def rhs(w):
+        wh = np.fft.fft2(w)
+        d = lambda m: np.real(np.fft.ifft2(m * wh))  # noqa: E731
+        return -(d(1j * K1Y * inv) * d(1j * K1X) + d(-1j * K1X * inv) * d(1j * K1Y)) + nu * d(-k2)
+
+    dt = T / (nt - 1)
+    w = [truth[0]]
+    for _ in range(nt - 1):
+        prev = w[-1]
+        f = lambda x: ((x.reshape(n, n) - prev) / dt - rhs(0.5 * (x.reshape(n, n) + prev))).ravel()  # noqa: E731
+        sol = scipy.optimize.root(f, prev.ravel(), tol=1e-14)
+        w.append(sol.x.reshape(n, n))
+    np.testing.assert_allclose(floor["u"], np.stack(w), atol=1e-9)
+    assert floor["rel_l2"] > 1e-4  # the scheme's own error: the floor is not the truth

@@ -4,7 +4,8 @@ The public API (the training harness lives in :mod:`pihc.training` and the
 command line in :mod:`pihc.cli`; the core never imports either):
 
 * grids and derivatives: :class:`Grid`, :class:`Axis`, :mod:`pihc.derivatives`
-* PDEs: :class:`PDE` (the interface), :class:`DiffusionSorption`, :func:`check_pde`
+* PDEs: :class:`PDE` (the interface), :class:`DiffusionSorption`, :class:`NavierStokes2D`,
+  :func:`check_pde`
 * problems: :class:`Problem` (a PDE, its grids, initial conditions, a reference solver)
   and :func:`train` (trains one from Python; imports the harness when called)
 * solver: :func:`least_squares`, :class:`LevenbergMarquardt`, :class:`Solution`,
@@ -27,7 +28,7 @@ from .linearise import Linearisation, linearise
 from .losses import LossWeights, physics_loss
 from .models import FNO, PIHC, PISC, PIHCMoE, Prediction
 from .partition import partition, unpartition
-from .pdes import PDE, DiffusionSorption, diffusion_sorption_grid
+from .pdes import PDE, DiffusionSorption, NavierStokes2D, diffusion_sorption_grid, navier_stokes_grid
 from .check import PDEContractError, check_pde
 from .problem import Problem
 
@@ -65,9 +66,10 @@ def train(problem, out, *, config=None, overrides=(), max_steps=None, progress=T
 
 
 __all__ = [
-    "Axis", "ConstrainedSolution", "PDEContractError", "Problem", "check_pde", "train", "DiffusionSorption", "FNO", "Grid", "GridError", "HardConstraint",
-    "ImplicitAdjoint", "LevenbergMarquardt", "Linearisation", "LossWeights", "PDE", "PIHC", "PIHCMoE",
+    "Axis", "ConstrainedSolution", "DiffusionSorption", "FNO", "Grid", "GridError", "HardConstraint",
+    "ImplicitAdjoint", "LevenbergMarquardt", "Linearisation", "LossWeights", "NavierStokes2D", "PDE",
+    "PDEContractError", "PIHC", "PIHCMoE", "Problem", "check_pde", "train",
     "PISC", "Prediction", "PrecisionError", "RESULTS", "RowWeights", "Solution", "StructuredAdjoint",
-    "derivatives", "diffusion_sorption_grid", "enable_x64", "least_squares", "linearise", "partition",
+    "derivatives", "diffusion_sorption_grid", "enable_x64", "least_squares", "linearise", "navier_stokes_grid", "partition",
     "physics_loss", "unpartition",
 ]

@@ -83,6 +83,28 @@ def _cmd_generate(a) -> int:
     return 0
 
 
+def _cmd_generate_ns(a) -> int:
+    from .data.navier_stokes import check_generate_args, generate_navier_stokes
+    from .files import check_writable
+
+    ny = a.nx if a.ny is None else a.ny
+    try:
+        check_generate_args(samples=a.samples, nx=a.nx, ny=ny, nt=a.nt, t_end=a.t_end, viscosity=a.viscosity,
+                            seed=a.seed, solve_nx=a.solve_nx, substeps=a.substeps, batch=a.batch, dtype=a.dtype)
+    except ValueError as err:  # the library's names, as the options are spelt
+        msg = str(err)
+        for lib, opt in (("solve_nx", "--solve-nx"), ("t_end", "--t-end")):
+            msg = msg.replace(lib, opt)
+        raise UsageError(msg) from None
+    check_writable(a.out, "--out")
+    out = generate_navier_stokes(a.out, samples=a.samples, nx=a.nx, ny=ny, nt=a.nt, t_end=a.t_end,
+                                 viscosity=a.viscosity, seed=a.seed, solve_nx=a.solve_nx, substeps=a.substeps,
+                                 batch=a.batch, dtype=a.dtype, progress=not a.quiet)
+    print(json.dumps({"written": str(out), "samples": a.samples, "nt": a.nt, "nx": a.nx, "ny": ny,
+                      "seed": a.seed}))
+    return 0
+
+
 def _cmd_data_info(a) -> int:
     from .data.hdf5 import info
     from .data.reference import is_reference, reference_info
@@ -162,6 +184,8 @@ def _cmd_evaluate(a) -> int:
     if not (Path(a.run) / "config.yaml").is_file():
         raise FileNotFoundError(f"{a.run} is not a run directory (no config.yaml); give the --out directory"
                                 " of a `pihc train` run")
+    if a.grid is not None and len(a.grid) not in (2, 3):
+        raise UsageError(f"--grid takes NT NX, or NT NX NY for a (t, x, y) run; got {len(a.grid)} sizes")
     res = evaluate(a.run, data_path=a.data, json_out=a.json, n_samples=a.samples, plots=not a.no_plots,
                    grid=a.grid, window=a.window)
     if a.grid is None:
@@ -179,6 +203,11 @@ BENCHMARK_HELP = {
     "step-profile": "a training step's time by named scope (backbone, constraint, loss)",
     "accuracy": "train and evaluate configs over seeds (the results tables)",
     "generator": "the diffusion-sorption data generator's speed and accuracy",
+    "ns-generator": "the Navier-Stokes data generator's speed and accuracy against a converged solve",
+    "ns-floor": "the Navier-Stokes time stencils' discretisation floor",
+    "ns-small-grid-floor": "the discretisation floor of coarse Navier-Stokes grids",
+    "ns-constraint": "the constraint layer at the paper's Navier-Stokes size (forward + backward)",
+    "speed-points": "training-step and inference time against the number of sampled points",
 }
 BENCHMARKS = {
     "constraint": "constraint_scaling",
@@ -187,6 +216,11 @@ BENCHMARKS = {
     "step-profile": "step_profile",
     "accuracy": "accuracy",
     "generator": "generator_speed",
+    "ns-generator": "ns_generator",
+    "ns-floor": "ns_floor",
+    "ns-small-grid-floor": "ns_small_grid_floor",
+    "ns-constraint": "ns_constraint_speed",
+    "speed-points": "speed_points",
 }
 
 
@@ -308,6 +342,25 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--quiet", action="store_true", help="no progress bar")
     ds.set_defaults(func=_cmd_generate, config=None)
 
+    ns = gsub.add_parser("navier-stokes", help="2D Navier-Stokes (vorticity form) on the periodic unit square")
+    ns.add_argument("--samples", type=positive, required=True)
+    ns.add_argument("--nx", type=int, default=64, help="points along x on [0, 1) (default 64)")
+    ns.add_argument("--ny", type=int, default=None, help="points along y (default: --nx)")
+    ns.add_argument("--nt", type=int, default=64, help="snapshots on [0, t_end], t = 0 included (default 64)")
+    ns.add_argument("--t-end", type=float, default=5.0, help="final time (default 5)")
+    ns.add_argument("--viscosity", type=float, default=1e-4, help="nu (default 1e-4)")
+    ns.add_argument("--seed", type=int, default=0, help="sample i's initial condition uses seed + i")
+    ns.add_argument("--solve-nx", type=int, default=None,
+                    help="solve on this many points per axis (a multiple of --nx) and sample back (default:"
+                         " the smallest multiple of --nx that is at least 64)")
+    ns.add_argument("--substeps", type=int, default=None,
+                    help="time steps per snapshot interval (default: dt <= 0.04 x 64 / solve points)")
+    ns.add_argument("--batch", type=int, default=16, help="trajectories per vmapped solve (default 16)")
+    ns.add_argument("--dtype", default="float32", help="stored precision: float32 (default) or float64")
+    ns.add_argument("--out", required=True, help="HDF5 file to write (atomically)")
+    ns.add_argument("--quiet", action="store_true")
+    ns.set_defaults(func=_cmd_generate_ns)
+
     d = sub.add_parser("data", help="inspect datasets")
     dsub = d.add_subparsers(dest="action", required=True)
     di = dsub.add_parser("info", help="print a JSON summary of a dataset file")
@@ -334,16 +387,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="where to write the metrics (default RUN/evaluation.json)")
     e.add_argument("--samples", type=positive, help="evaluate only the first N test samples")
     e.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    e.add_argument("--grid", type=grid_points, nargs=2, metavar=("NT", "NX"),
-                   help="run the model on another grid (same backbone, constraint rebuilt there), e.g."
-                        " --grid 101 1024 --data FILE for a model trained on 51 x 256")
+    e.add_argument("--grid", type=grid_points, nargs="+", metavar="N",
+                   help="NT NX (or NT NX NY): run the model on another grid (same backbone, constraint rebuilt"
+                        " there), e.g. --grid 101 1024 --data FILE for a model trained on 51 x 256, or"
+                        " --grid 64 256 256 --data FILE for one trained on 64 x 64 x 64")
     e.add_argument("--window", type=float, nargs=2, metavar=("T0", "T1"),
                    help="also score the times T0 < t <= T1 alone, e.g. --window 400 500 (default: the times after"
                         " the training window of a run trained with data.train_until; else none)")
     e.set_defaults(func=_cmd_evaluate)
 
-    b = sub.add_parser("bench", help="run a benchmark of a source checkout, benchmarks/SCRIPT.py (constraint |"
-                                     " constraint-ablation | generator | step-cost | step-profile | accuracy)",
+    b = sub.add_parser("bench", help="run a benchmark of a source checkout, benchmarks/SCRIPT.py ("
+                                     + " | ".join(BENCHMARKS) + ")",
                        add_help=False)
     b.add_argument("name", help="the benchmark (`pihc bench --help` lists them)")
     b.set_defaults(func=None)

@@ -292,11 +292,15 @@ class HardConstraint(eqx.Module):
 
     def windows(self) -> np.ndarray:
         """(K, *grid): each expert's share of the blended prediction, summing to 1 (see ``blend``)."""
-        return blend_windows(self.grid.shape, self.splits, self.overlap)
+        return blend_windows(self.grid.shape, self.splits, self.overlap, self._periodic())
 
     def sampling_domains(self) -> np.ndarray:
         """(K, G) bool over the flattened grid: where each expert samples (:func:`~pihc.sampling.sampling_domains`)."""
-        return sampling_domains(self.pde.residual_domain(self.grid), self.splits, self.overlap)
+        return sampling_domains(self.pde.residual_domain(self.grid), self.splits, self.overlap, self._periodic())
+
+    def _periodic(self) -> tuple[bool, ...]:
+        # Experts are neighbours across the wrap of a periodic axis (grid metadata, not the PDE).
+        return tuple(a.periodic for a in self.grid.axes)
 
     def sampler(self) -> PointSampler:
         return PointSampler(self.sampling_domains(), self.n_points)

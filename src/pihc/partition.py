@@ -68,6 +68,34 @@ def unpartition(blocks: Array | np.ndarray, splits: Sequence[int]) -> Array | np
     return xp.transpose(y, perm).reshape(tuple(s * b for s, b in zip(splits, block)) + channels)
 
 
+def _periodic_flags(periodic: Sequence[bool] | None, grid_shape: tuple[int, ...]) -> tuple[bool, ...]:
+    flags = (False,) * len(grid_shape) if periodic is None else tuple(bool(p) for p in periodic)
+    if len(flags) != len(grid_shape):
+        raise GridError(f"periodic {flags} must give one flag per grid axis (grid shape {grid_shape})")
+    return flags
+
+
+def _periodic_windows(i: np.ndarray, s: int, b: int, h: int) -> np.ndarray:
+    """(s, n): the windows of ``s`` blocks of ``b`` points on a circle of ``n = s b`` points.
+
+    Block ``j`` spans the seams at ``j b - 1/2`` and ``(j + 1) b - 1/2``.  A
+    point's position is taken relative to the block's centre on the circle,
+    in ``[-n/2, n/2)``, so each block ramps up across its left seam and down
+    across its right one even when, for ``s = 2``, both seams face the same
+    neighbour.  The ramps match those of a non-periodic axis.
+    """
+    n = s * b
+    out = np.empty((s, len(i)))
+    for j in range(s):
+        p = np.mod(i - (j * b + 0.5 * b - 0.5) + 0.5 * n, n) - 0.5 * n  # relative to the block's centre
+        left, right = p + 0.5 * b, p - 0.5 * b  # signed distances past the left and right seams
+        if h == 0:
+            out[j] = (left > 0).astype(np.float64) * (1.0 - (right > 0).astype(np.float64))
+        else:
+            out[j] = _smoothstep((left + h) / (2.0 * h)) * (1.0 - _smoothstep((right + h) / (2.0 * h)))
+    return out
+
+
 def _smoothstep(y: np.ndarray) -> np.ndarray:
     """The quintic ramp 6y^5 - 15y^4 + 10y^3 on [0, 1], clipped: 0 -> 1 with zero first and
     second derivatives at both ends, and ``S(y) + S(1 - y) = 1``."""
@@ -75,7 +103,8 @@ def _smoothstep(y: np.ndarray) -> np.ndarray:
     return y ** 3 * (10.0 + y * (-15.0 + 6.0 * y))
 
 
-def blend_windows(grid_shape: Sequence[int], splits: Sequence[int], halo: Sequence[int]) -> np.ndarray:
+def blend_windows(grid_shape: Sequence[int], splits: Sequence[int], halo: Sequence[int],
+                  periodic: Sequence[bool] | None = None) -> np.ndarray:
     """A smooth partition of unity over the blocks: ``(prod(splits), *grid)``, summing to 1.
 
     Along an axis with ``s`` blocks of ``b`` points, the seam between blocks
@@ -89,22 +118,32 @@ def blend_windows(grid_shape: Sequence[int], splits: Sequence[int], halo: Sequen
     ``HardConstraint(overlap=halo)`` samples), 0 beyond.  ``halo = 0`` gives
     the blocks' indicators (:func:`partition`'s split).
 
+    On a ``periodic`` axis split in ``s >= 2`` blocks the last and the first
+    block are neighbours too: the seam half-way between points ``n - 1`` and
+    ``0`` is ramped like the others, with the distance measured around the
+    circle, so block 0's window also reaches ``halo`` points back from
+    ``n - 1`` (where the experts sample, :func:`~pihc.sampling.sampling_domains`).
+
     Raises:
         GridError: the splits do not divide the grid, or a halo is negative
             or wider than half a block along a split axis (the ramps of a
             block's two seams would overlap).
     """
     grid_shape, splits, halo = tuple(grid_shape), tuple(splits), tuple(int(h) for h in halo)
+    periodic = _periodic_flags(periodic, grid_shape)
     block = check_splits(grid_shape, splits)
     if len(halo) != len(grid_shape):
         raise GridError(f"halo {halo} must give one width per grid axis (grid shape {grid_shape})")
     per_axis = []
-    for d, (n, s, b, h) in enumerate(zip(grid_shape, splits, block, halo)):
+    for d, (n, s, b, h, wrap) in enumerate(zip(grid_shape, splits, block, halo, periodic)):
         if h < 0 or (s > 1 and 2 * h > b):
             raise GridError(f"axis {d}: a blending halo of {h} points needs 0 <= halo <= {b // 2}"
                             f" (half a block of {b} points)")
         i = np.arange(n, dtype=np.float64)
         w = np.ones((s, n))
+        if wrap and s > 1:
+            per_axis.append(_periodic_windows(i, s, b, h))
+            continue
         for j in range(1, s):  # the seam between blocks j - 1 and j
             c = j * b - 0.5
             rise = (i > c).astype(np.float64) if h == 0 else _smoothstep((i - c + h) / (2.0 * h))

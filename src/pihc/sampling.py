@@ -14,22 +14,29 @@ __all__ = ["PointSampler", "largest", "sampling_domains"]
 
 
 def sampling_domains(residual_domain: np.ndarray, splits: Sequence[int],
-                     overlap: Sequence[int] | None = None) -> np.ndarray:
+                     overlap: Sequence[int] | None = None, periodic: Sequence[bool] | None = None
+                     ) -> np.ndarray:
     """(K, G) bool over the flattened grid: where expert k samples its points.
 
     Block k (row-major block coordinates, as :func:`~pihc.partition.partition`
-    numbers them), widened by ``overlap`` points per axis and clipped to the
-    grid, intersected with the PDE's ``residual_domain`` (a ``grid.shape`` mask).
+    numbers them), widened by ``overlap`` points per axis, intersected with
+    the PDE's ``residual_domain`` (a ``grid.shape`` mask).  The widened block
+    is clipped to the grid, except along ``periodic`` axes, where it wraps
+    around (the first and last blocks are neighbours there).
     """
     mask = np.asarray(residual_domain, bool)
     shape = mask.shape
     block = [n // s for n, s in zip(shape, splits)]
     halo = tuple(overlap) if overlap is not None else (0,) * len(shape)
+    wrap = tuple(periodic) if periodic is not None else (False,) * len(shape)
     out = np.zeros((math.prod(splits), mask.size), bool)
     for k, coords in enumerate(np.ndindex(*splits)):
-        region = np.zeros(shape, bool)
-        region[tuple(slice(max(c * b - h, 0), min((c + 1) * b + h, n))
-                     for c, b, h, n in zip(coords, block, halo, shape))] = True
+        region = np.ones(shape, bool)
+        for d, (c, b, h, n, p) in enumerate(zip(coords, block, halo, shape, wrap)):
+            i = np.arange(c * b - h, (c + 1) * b + h)
+            on = np.zeros(n, bool)
+            on[i % n if p else i[(i >= 0) & (i < n)]] = True
+            region &= on.reshape((1,) * d + (n,) + (1,) * (len(shape) - d - 1))
         out[k] = (region & mask).ravel()
     return out
 

@@ -272,7 +272,7 @@ def generate_diffusion_sorption(path, *, samples: int, nx: int = SOLVE_NX, nt: i
             if bar is not None:
                 bar.close()
 
-    return write_pdebench(path, batches(), target, config, samples)
+    return write_pdebench(path, batches(), target, config, samples, pde=pde)
 
 
 def physical_constants(pde: DiffusionSorption) -> dict:

@@ -28,10 +28,16 @@ class ConfigError(ValueError):
 class GeneratorConfig:
     """How to make the dataset when its file is missing (``pihc generate``).
 
-    ``nt``, ``nx``: the grid the data are made on, a multiple of the model's
-    (``data.nt``, ``data.nx``; unset: the model's grid).  ``ic``: the
-    initial-condition family of diffusion-sorption's generator (a
-    :class:`pihc.Problem` samples its own).
+    ``nt``, ``nx``, ``ny``: the grid the data are made on, a multiple of the
+    model's (``data.nt``, ``data.nx``, ``data.ny``; unset: the model's grid).
+    ``ic``: the initial-condition family of a registered problem's generator
+    (diffusion-sorption: ``pdebench`` or ``smooth``; Navier-Stokes: ``grf``;
+    a :class:`pihc.Problem` samples its own).  ``solve_nx``: the generator's
+    own solve grid (Navier-Stokes; unset: its default).  ``constants``: the
+    PDE's physical constants, by field name (e.g. ``{viscosity: 1.0e-4}``);
+    the generator uses them, and a data file that exists must carry the same
+    values, or the run is refused before any compute.  Unset: the problem's
+    defaults, and no check.
     """
 
     samples: int = 1000
@@ -39,14 +45,18 @@ class GeneratorConfig:
     nt: int | None = None
     seed: int = 0
     ic: str = "pdebench"
+    ny: int | None = None
+    solve_nx: int | None = None
+    constants: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """The dataset and the model's grid.
 
-    ``path`` is relative to the working directory.  Data on a finer grid that
-    is an integer multiple of ``(nt, nx)`` is subsampled.  The last
+    ``path`` is relative to the working directory.  ``ny``: points along y,
+    for a problem on a (t, x, y) grid (unset: a (t, x) grid).  Data on a
+    finer grid that is an integer multiple of ``(nt, nx[, ny])`` is subsampled.  The last
     ``test_samples`` samples are held out (PDEBench's file: seeds 9000-9999).
 
     ``train_until``: train on the times ``t <= train_until`` of the grid only
@@ -62,16 +72,18 @@ class DataConfig:
     train_samples: int | None = None
     test_samples: int = 100
     train_until: float | None = None
-
-    def generator(self) -> GeneratorConfig:
-        """``generate`` with its grid resolved (unset sizes: the model grid's)."""
-        g = self.generate
-        return dataclasses.replace(g, nt=self.nt if g.nt is None else g.nt, nx=self.nx if g.nx is None else g.nx)
+    ny: int | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
         """The model grid's points per axis, time first (what ``Problem.grid`` is given)."""
-        return (self.nt, self.nx)
+        return (self.nt, self.nx) if self.ny is None else (self.nt, self.nx, self.ny)
+
+    def generator(self) -> GeneratorConfig:
+        """``generate`` with its grid resolved (unset sizes: the model grid's)."""
+        g = self.generate
+        return dataclasses.replace(g, nt=self.nt if g.nt is None else g.nt, nx=self.nx if g.nx is None else g.nx,
+                                   ny=self.ny if g.ny is None else g.ny)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,10 +387,24 @@ def validate(cfg: Config) -> None:
                           " none (use model.method=moe or leave it at 0)")
     if cfg.optim.warmup < 0:
         raise ConfigError(f"optim.warmup must be >= 0, got {cfg.optim.warmup}")
-    if len(cfg.model.modes) != 2 or len(cfg.model.padding) != 2:
-        raise ConfigError("model.modes and model.padding need one entry per grid axis (t, x)")
-    if cfg.loss.coarsen is not None and (len(cfg.loss.coarsen) != 2 or min(cfg.loss.coarsen) < 1):
-        raise ConfigError(f"loss.coarsen needs one factor >= 1 per grid axis (t, x), got {list(cfg.loss.coarsen)}")
+    axes = "(t, x)" if cfg.data.ny is None else "(t, x, y)"
+    ndim = len(cfg.data.shape)
+    for name, v in (("model.modes", cfg.model.modes), ("model.padding", cfg.model.padding)):
+        if len(v) != ndim:
+            raise ConfigError(f"{name} {list(v)} needs one entry per grid axis {axes}"
+                              + ("" if cfg.data.ny is not None or len(v) != 3 else
+                                 "; for a (t, x, y) grid set data.ny"))
+    if cfg.model.method == "moe" and len(cfg.constraint.splits) != ndim:
+        raise ConfigError(f"constraint.splits {list(cfg.constraint.splits)} needs one count per grid axis {axes}"
+                          + ("" if cfg.data.ny is not None or len(cfg.constraint.splits) != 3 else
+                             "; for a (t, x, y) grid set data.ny"))
+    if cfg.constraint.overlap is not None and len(cfg.constraint.overlap) != ndim:
+        raise ConfigError(f"constraint.overlap {list(cfg.constraint.overlap)} needs one entry per grid axis {axes}")
+    if cfg.loss.coarsen is not None and (len(cfg.loss.coarsen) != ndim or min(cfg.loss.coarsen) < 1):
+        raise ConfigError(f"loss.coarsen needs one factor >= 1 per grid axis {axes}, got {list(cfg.loss.coarsen)}")
+    for name, v in cfg.data.generate.constants.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(f"data.generate.constants.{name} must be a finite number, got {v!r}")
     if cfg.data.train_until is not None and not cfg.data.train_until > 0:
         raise ConfigError(f"data.train_until must be > 0 (the end of the training window), got"
                           f" {cfg.data.train_until}")
@@ -389,6 +415,9 @@ def validate(cfg: Config) -> None:
                           f" {cfg.data.train_samples}")
     g = cfg.data.generator()
     for name, v, lo in [("data.nt", cfg.data.nt, 2), ("data.nx", cfg.data.nx, 2),
+                        ("data.ny", 2 if cfg.data.ny is None else cfg.data.ny, 2),
+                        ("data.generate.ny", 2 if g.ny is None else g.ny, 2),
+                        ("data.generate.solve_nx", 1 if g.solve_nx is None else g.solve_nx, 1),
                         ("data.generate.samples", g.samples, 1), ("data.generate.nt", g.nt, 2),
                         ("data.generate.nx", g.nx, 2), ("data.generate.seed", g.seed, 0),
                         ("optim.decay_every", cfg.optim.decay_every, 1), ("run.seed", cfg.run.seed, 0),

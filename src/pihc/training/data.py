@@ -68,7 +68,8 @@ def model_grids(cfg: Config) -> tuple[Grid, Grid | None]:
 
 
 def _generate(cfg: Config, path: Path, g, log, progress: bool) -> None:
-    log(f"data file {path} not found: generating it ({g.samples} samples at {g.nt} x {g.nx},"
+    shape = (g.nt, g.nx) + (() if g.ny is None else (g.ny,))
+    log(f"data file {path} not found: generating it ({g.samples} samples at {' x '.join(map(str, shape))},"
         f" seed {g.seed}" + (f", ic {g.ic!r})" if problem_of(cfg).initial is None else ")"))
     check_writable(path, "data.path")
     try:
@@ -112,7 +113,7 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
             data_grid = ds.grid
             test_idx = np.arange(len(ds.samples) - min(n_test, len(ds.samples)), len(ds.samples))
         else:
-            data_grid = problem.grid((g.nt, g.nx))
+            data_grid = problem.grid((g.nt, g.nx) + (() if g.ny is None else (g.ny,)))
             test_idx = np.arange(n_test)
         data_grid.factors_to(whole)  # raises a GridError naming the axis if not an integer multiple
         return PreparedData(problem.source.pde, grid, data_grid, str(path), np.arange(n_train), test_idx,
@@ -120,12 +121,28 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
     if not path.exists():
         _generate(cfg, path, cfg.data.generator(), log, progress)
     ds = problem.open(path)
+    check_constants(ds.pde, cfg.data.generate.constants, path)
     ds.grid.factors_to(whole)  # raises a GridError naming the axis if not an integer multiple
     n = len(ds.samples)
     n_train, n_test = _split_sizes(cfg, n, str(path))
     test_idx = np.arange(n - n_test, n)
     train_idx = np.arange(0, n_train)
     return PreparedData(ds.pde, grid, ds.grid, str(path), train_idx, test_idx, full_grid)
+
+
+def check_constants(pde: PDE, constants: dict, path) -> None:
+    """Raise ConfigError unless the data's PDE has the constants the config names
+    (``data.generate.constants``), to a relative 1e-9 (files may store them rounded)."""
+    for name, want in constants.items():
+        fields = [f.name for f in dataclasses.fields(pde)]
+        if name not in fields:
+            raise ConfigError(f"data.generate.constants.{name}: the data's PDE ({type(pde).__name__}) has no"
+                              f" constant {name!r}; its fields are {fields}")
+        have = np.asarray(getattr(pde, name), np.float64)
+        if have.shape != () or not np.isclose(float(have), float(want), rtol=1e-9, atol=0.0):
+            raise ConfigError(f"{path} holds data with {name} = {have.tolist()}, but the config asks for"
+                              f" {want} (data.generate.constants.{name}); give data made with {name} = {want}"
+                              f" (another data.path, generated when missing) or set the config to the data's value")
 
 
 def ensure_reference(cfg: Config, data: PreparedData, log: Callable[[str], None] = print,

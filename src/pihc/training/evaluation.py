@@ -44,13 +44,14 @@ class EvaluationError(ValueError):
 
 
 def seam_mask(grid: Grid, splits, width: int) -> np.ndarray:
-    """Points within ``width`` grid points of an interior boundary between experts."""
+    """Points within ``width`` grid points of a boundary between experts (on a periodic axis
+    with two or more experts, also the one across the wrap, between the last and first block)."""
     mask = np.zeros(grid.shape, bool)
     for d, (n, s) in enumerate(zip(grid.shape, splits)):
         b = n // s
         near = np.zeros(n, bool)
-        for j in range(1, s):
-            near[max(j * b - width, 0): j * b + width] = True
+        for j in range(0 if grid.axes[d].periodic and s > 1 else 1, s):
+            near[np.arange(j * b - width, j * b + width) % n] = True
         shape = [1] * grid.ndim
         shape[d] = n
         mask |= near.reshape(shape)
@@ -85,18 +86,25 @@ def chunk_keys(seed: int, start: int, n: int):
     return jax.random.split(jax.random.fold_in(jax.random.key(seed), start), n)
 
 
-def predict(model, u0: np.ndarray, seed: int = 0, chunk: int = 8):
-    """Predictions for a stack of initial conditions, compiled once, in chunks."""
-    return map_chunks(jax.jit(jax.vmap(lambda a, k: model(a, k))), (u0,), seed, chunk)
+def predict(model, u0: np.ndarray, seed: int = 0, chunk: int = 8, compiled=None):
+    """Predictions for a stack of initial conditions, compiled once, in chunks.
+
+    ``compiled``: :func:`compiled_model` of ``model``, to reuse its compilation across calls."""
+    return map_chunks(compiled_model(model) if compiled is None else compiled, (u0,), seed, chunk)
+
+
+def compiled_model(model):
+    """The jitted, vmapped ``(u0s, keys) -> Prediction`` of ``model``."""
+    return jax.jit(jax.vmap(lambda a, k: model(a, k)))
 
 
 def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str | Path | None = None,
              n_samples: int | None = None, seam_width: int = 3, plots: bool = True,
-             grid: tuple[int, int] | None = None, window: tuple[float, float] | None = None,
+             grid: tuple[int, ...] | None = None, window: tuple[float, float] | None = None,
              log: Callable[[str], None] = print) -> dict:
     """Evaluate a run; write ``evaluation.json`` (or ``json_out``) and PNG plots.
 
-    ``grid = (nt, nx)`` runs the trained model on another grid (:func:`on_grid`:
+    ``grid = (nt, nx[, ny])`` runs the trained model on another grid (:func:`on_grid`:
     same backbone, constraint rebuilt there), e.g. a model trained on 51 x 256
     scored on PDEBench's 101 x 1024 (give that file as ``data_path``).  The
     data must be an integer multiple of that grid.  The results then go to
@@ -114,7 +122,7 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
     run_dir = Path(run_dir)
     if n_samples is not None and n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples} (leave it unset to evaluate every test sample)")
-    suffix = "" if grid is None else f"-{grid[0]}x{grid[1]}"
+    suffix = "" if grid is None else "-" + "x".join(map(str, grid))
     # Every output is checked before any compute: an unwritable path fails now, not after the run.
     check_writable(Path(json_out) if json_out is not None else run_dir / f"evaluation{suffix}.json",
                    "the evaluation's JSON file")
@@ -131,10 +139,10 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
             try:
                 data.data_grid.factors_to(new_grid)
             except GridError as err:
-                raise GridError(f"{err}. The run's data ({data.path}) cannot be scored on {target[0]} x {target[1]};"
+                raise GridError(f"{err}. The run's data ({data.path}) cannot be scored on {' x '.join(map(str, target))};"
                                 " give data on that grid or an integer multiple of it with --data") from None
         if grid is not None:
-            suffix = f"-{grid[0]}x{grid[1]}"
+            suffix = "-" + "x".join(map(str, grid))
     if data_path is not None:
         data = _other_data(cfg, data, data_path)
     if n_samples is not None and n_samples > len(data.test_idx):
@@ -148,9 +156,13 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
     truth = load_fields(cfg, data, idx)
     u0 = truth[:, 0]
 
-    pred = predict(model, u0, cfg.run.seed)  # compile + run
+    compiled = compiled_model(model)
+    # Fewer samples per call on large grids (the layer holds the basis and its terms for each):
+    # 8 up to 2^18 grid points (every diffusion-sorption grid, Navier-Stokes at 64^3), 1 at 64 x 256^2.
+    chunk = min(8, max(1, 2 ** 21 // grid.size))
+    pred = predict(model, u0, cfg.run.seed, chunk, compiled=compiled)  # compile + run
     t0 = time.perf_counter()
-    pred = predict(model, u0, cfg.run.seed)
+    pred = predict(model, u0, cfg.run.seed, chunk, compiled=compiled)  # run: the inference time
     infer_s = (time.perf_counter() - t0) / len(u0)
     u = np.asarray(pred.u)
     bad = np.flatnonzero(~np.isfinite(u).reshape(len(u), -1).all(axis=1))
@@ -164,10 +176,16 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
     rel = np.sqrt((err ** 2).sum(axes)) / np.sqrt((truth ** 2).sum(axes))
     space = tuple(range(2, u.ndim))
     rel_t = np.sqrt((err ** 2).sum(space)) / np.maximum(np.sqrt((truth ** 2).sum(space)), 1e-30)
+    # The persistence baseline u(t) = u0: what a model that learnt nothing of the dynamics scores.
+    still = truth - truth[:, :1]
+    rel_still = np.sqrt((still ** 2).sum(axes)) / np.sqrt((truth ** 2).sum(axes))
+    rel_still_t = np.sqrt((still ** 2).sum(space)) / np.maximum(np.sqrt((truth ** 2).sum(space)), 1e-30)
 
     res = jax.jit(jax.vmap(lambda v, a: pde.residual(pde.terms(v, grid))))(u, u0)
     res = np.asarray(res)
-    parts = jax.jit(jax.vmap(lambda v, a: physics_loss(pde, v, a, grid)[1]))(u, u0)
+    loss_parts = jax.jit(jax.vmap(lambda v, a: physics_loss(pde, v, a, grid)[1]))
+    parts = loss_parts(u, u0)
+    truth_parts = loss_parts(truth, u0)  # the data's own residual: the discretisation's share of it
     domain = np.asarray(pde.residual_domain(grid))
     splits = getattr(getattr(model, "constraint", None), "splits", (1,) * grid.ndim)
     seams = seam_mask(grid, splits, seam_width) & domain
@@ -179,9 +197,13 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
         "rel_l2_median": float(np.median(rel)), "rel_l2_max": float(rel.max()),
         "rel_l2_over_time": rel_t.mean(0).tolist(),
         "residual": {k: float(np.mean(v)) for k, v in parts.items()},
+        "residual_of_truth": {k: float(np.mean(v)) for k, v in truth_parts.items()},
+        "persistence": {"rel_l2_mean": float(rel_still.mean()), "rel_l2_std": float(rel_still.std()),
+                        "rel_l2_median": float(np.median(rel_still)), "rel_l2_max": float(rel_still.max()),
+                        "rel_l2_over_time": rel_still_t.mean(0).tolist()},
         "seams": {"width": seam_width, "splits": list(splits),
                   "mean_abs_residual_near_seams": float(np.abs(res)[:, seams].mean()) if seams.any() else None,
-                  "mean_abs_residual_interior": float(np.abs(res)[:, inner].mean())},
+                  "mean_abs_residual_interior": float(np.abs(res)[:, inner].mean()) if inner.any() else None},
         "timing": {"inference_s_per_sample": infer_s},
     }
     if in_window is not None:
@@ -199,6 +221,7 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
             "solver_steps_mean": np.asarray(sol.num_steps).mean(0).tolist(),
             "solver_steps_max": np.asarray(sol.num_steps).max(0).tolist(),
             "failed_solves": np.asarray(sol.status != 0).sum(0).tolist(),
+            "status_counts": _status_counts(np.asarray(sol.status)),
         }
     out["timing"].update(_solver_timing(cfg, data, u0))
     target = Path(json_out) if json_out is not None else run_dir / f"evaluation{suffix}.json"
@@ -208,8 +231,17 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
 
         plot_run(run_dir / f"plots{suffix}", grid, truth, u, rel_t, MetricsLog(run_dir / "metrics.jsonl").read(),
                  out.get("experts"), res, weights=dataclasses.asdict(cfg.loss), splits=tuple(splits),
-                 window=None if window is None else tuple(window))
+                 window=None if window is None else tuple(window), baseline_t=rel_still_t)
     return out
+
+
+def _status_counts(status: np.ndarray) -> list[dict]:
+    """Per expert, how many samples' solves ended with each solver status (by name)."""
+    from ..least_squares import RESULTS
+
+    names = {int(r): r.name for r in RESULTS}
+    return [{names.get(int(v), str(int(v))): int(c) for v, c in zip(*np.unique(col, return_counts=True))}
+            for col in status.T]
 
 
 def window_mask(grid: Grid, window: tuple[float, float]) -> np.ndarray:
@@ -243,4 +275,5 @@ def _solver_timing(cfg: Config, data: PreparedData, u0: np.ndarray, n: int = 8) 
     problem.solve(u0_fine, ds.pde, data.data_grid)
     s = (time.perf_counter() - t0) / len(u0_fine)
     return {"numerical_solver_s_per_sample": s, "numerical_solver_output_grid": list(data.data_grid.shape),
-            "numerical_solver_note": "the problem's reference solver as it makes the data file, one process"}
+            "numerical_solver_note": "the problem's reference solver as it makes the data file, from the data's"
+                                     " initial conditions, one process"}

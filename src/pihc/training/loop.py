@@ -30,6 +30,7 @@ import optax
 
 from ..files import check_writable
 from ..least_squares import require_x64
+from ..partition import check_splits
 from .config import Config, config_json, validate
 from .data import PreparedData, has_reference, load_fields, load_initial, model_grids, prepare_data
 from .io import CHECKPOINT, MetricsLog, save_checkpoint
@@ -65,7 +66,10 @@ def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, res
     check_writable(run_dir, "run directory", directory=True)
     check_resumable(run_dir, resume)
     src_cfg = None if resume else check_init_from(cfg)
-    loss_grid(cfg, model_grids(cfg)[0])  # before any compute
+    grid = model_grids(cfg)[0]  # the problem refuses a grid it cannot live on: before any compute
+    loss_grid(cfg, grid)
+    if cfg.model.method == "moe":
+        check_splits(grid.shape, cfg.constraint.splits, grid.names)
     data = prepare_data(cfg, log, progress=progress)
     model = build_model(cfg, data.pde, data.grid, jax.random.key(cfg.run.seed + 1))
     if src_cfg is not None:

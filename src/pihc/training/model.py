@@ -108,7 +108,7 @@ def load_backbone(model: eqx.Module, src_dir: str | Path, src_cfg: Config, pde: 
     """
     grid = problem_of(src_cfg).grid(src_cfg.data.shape)
     src_model, meta = read_model(src_cfg, pde, grid, src_dir)
-    log(f"backbone initialised from {src_dir} (step {meta['step']}, grid {src_cfg.data.nt} x {src_cfg.data.nx})")
+    log(f"backbone initialised from {src_dir} (step {meta['step']}, grid {' x '.join(map(str, grid.shape))})")
     return _with_backbone(model, src_model.backbone)
 
 
@@ -116,17 +116,20 @@ def _with_backbone(model: eqx.Module, backbone: eqx.Module) -> eqx.Module:
     return eqx.tree_at(lambda m: m.backbone, model, backbone)
 
 
-def on_grid(cfg: Config, model: eqx.Module, pde: PDE, nt: int, nx: int) -> tuple[Config, eqx.Module, Grid]:
-    """A trained model moved to an ``nt x nx`` grid: the same backbone (coordinates are scaled
+def on_grid(cfg: Config, model: eqx.Module, pde: PDE, *shape: int) -> tuple[Config, eqx.Module, Grid]:
+    """A trained model moved to a grid of ``shape`` (``nt, nx[, ny]``): the same backbone (coordinates are scaled
     to [0, 1] and the modes are fixed, so it applies on any grid), the method and its
     constraint settings rebuilt there.  An ``overlap`` (grid points) is scaled with the grid so
     that the experts' shared region, and a blend across it, keep their physical width.
     Returns ``(cfg, model, grid)`` for that grid."""
-    old = (cfg.data.nt, cfg.data.nx)
+    old = cfg.data.shape
+    if len(shape) != len(old):
+        raise GridError(f"the run's grid has {len(old)} axes {old}; {len(shape)} sizes {shape} were given")
     if cfg.constraint.overlap is not None:
-        overlap = tuple(int(round(h * n / o)) for h, n, o in zip(cfg.constraint.overlap, (nt, nx), old))
+        overlap = tuple(int(round(h * n / o)) for h, n, o in zip(cfg.constraint.overlap, shape, old))
         cfg = dataclasses.replace(cfg, constraint=dataclasses.replace(cfg.constraint, overlap=overlap))
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, nt=nt, nx=nx))
+    sizes = dict(zip(("nt", "nx", "ny"), (int(n) for n in shape)))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **sizes))
     grid = problem_of(cfg).grid(cfg.data.shape)
     moved = build_model(cfg, pde, grid, jax.random.key(cfg.run.seed + 1))
     return cfg, _with_backbone(moved, model.backbone), grid

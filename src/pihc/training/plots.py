@@ -30,16 +30,32 @@ def _save(fig, path: Path):
 def plot_run(out: Path, grid: Grid, truth: np.ndarray, pred: np.ndarray, rel_t: np.ndarray,
              metrics: list[dict], experts: dict | None, residual: np.ndarray, n_show: int = 3,
              weights: dict | None = None, splits: tuple[int, ...] | None = None,
-             window: tuple[float, float] | None = None) -> list[Path]:
-    """Write the standard plots of a 1D+time run to ``out``; return their paths.
+             window: tuple[float, float] | None = None, baseline_t: np.ndarray | None = None) -> list[Path]:
+    """Write the standard plots of a 1D+time or 2D+time run to ``out``; return their paths.
 
-    ``window``: the scored time window ``(t0, t1)``, shaded on the error over time."""
-    plt = _plt()
+    1D+time: prediction, truth and error maps over (t, x) (``samples.png``);
+    2D+time: maps over (x, y) at a few times (``snapshots.png``).
+    ``window``: the scored time window ``(t0, t1)``, shaded on the error over time.
+    ``baseline_t``: (samples, nt), the persistence baseline's error over time, drawn beside the model's.
+    ``weights``: the config's loss weights (:func:`plot_loss`); ``splits``: the experts per axis (their labels)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     t, x = grid.coords(grid.names[0]), grid.coords(grid.names[1])
     ext = [x[0], x[-1], t[0], t[-1]]
     n_show = min(n_show, len(truth))
+    if grid.ndim == 3:
+        paths.append(_snapshots(out / "snapshots.png", grid, truth, pred, min(n_show, 2)))
+    else:
+        paths.append(_samples(out / "samples.png", grid, truth, pred, n_show, ext))
+    _error_over_time(out, grid, t, rel_t, window, baseline_t, paths)
+    if plot_loss(out / "loss.png", metrics, weights) is not None:
+        paths.append(out / "loss.png")
+    _residuals(out, grid, t, x, residual, experts, splits, paths)
+    return paths
+
+
+def _samples(path: Path, grid: Grid, truth, pred, n_show: int, ext) -> Path:
+    plt = _plt()
     fig, axs = plt.subplots(n_show, 3, figsize=(12, 3.2 * n_show), squeeze=False, layout="constrained")
     for i in range(n_show):
         vmin, vmax = truth[i].min(), truth[i].max()
@@ -55,14 +71,46 @@ def plot_run(out: Path, grid: Grid, truth: np.ndarray, pred: np.ndarray, rel_t: 
             axs[i, j].set_xlabel(grid.names[1])
             axs[i, j].set_ylabel(grid.names[0])
             fig.colorbar(im, ax=axs[i, j])
-    paths.append(out / "samples.png")
-    _save(fig, paths[-1])
+    _save(fig, path)
     plt.close(fig)
+    return path
 
+
+def _snapshots(path: Path, grid: Grid, truth, pred, n_show: int, n_times: int = 3) -> Path:
+    """Truth, prediction and error over the two spatial axes at ``n_times`` times after the first."""
+    plt = _plt()
+    nt = grid.shape[0]
+    times = sorted({int(round(k * (nt - 1) / n_times)) for k in range(1, n_times + 1)})
+    t = grid.coords(grid.names[0])
+    a, b = grid.axes[1], grid.axes[2]
+    ext = [b.lo, b.hi, a.lo, a.hi]
+    rows = [(i, k) for i in range(n_show) for k in times]
+    fig, axs = plt.subplots(len(rows), 3, figsize=(11, 3.2 * len(rows)), squeeze=False, layout="constrained")
+    for r, (i, k) in enumerate(rows):
+        lim = np.abs(truth[i, k]).max() or 1.0
+        err = pred[i, k] - truth[i, k]
+        e = np.abs(err).max() or 1.0
+        for j, (img, title, kw) in enumerate([(truth[i, k], "numerical solution", dict(vmin=-lim, vmax=lim)),
+                                              (pred[i, k], "prediction", dict(vmin=-lim, vmax=lim)),
+                                              (err, "error", dict(vmin=-e, vmax=e))]):
+            im = axs[r, j].imshow(img, origin="lower", extent=ext, cmap="RdBu_r", **kw)
+            axs[r, j].set_title(f"sample {i}, {grid.names[0]} = {t[k]:.3g}: {title}")
+            axs[r, j].set_xlabel(grid.names[2])
+            axs[r, j].set_ylabel(grid.names[1])
+            fig.colorbar(im, ax=axs[r, j])
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def _error_over_time(out: Path, grid: Grid, t, rel_t, window, baseline_t, paths: list) -> None:
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     mean, std = rel_t.mean(0), rel_t.std(0)
     ax.plot(t, mean, label="mean over samples")
     ax.fill_between(t, np.maximum(mean - std, 0), mean + std, alpha=0.3, label="+- 1 std")
+    if baseline_t is not None:
+        ax.plot(t, np.mean(baseline_t, axis=0), "k--", label=f"persistence {grid.names[0]} -> u0")
     if window is not None:
         ax.axvspan(max(window[0], t[0]), min(window[1], t[-1]), color="grey", alpha=0.15,
                    label=f"scored window {window[0]:g} < {grid.names[0]} <= {window[1]:g}")
@@ -74,20 +122,25 @@ def plot_run(out: Path, grid: Grid, truth: np.ndarray, pred: np.ndarray, rel_t: 
     _save(fig, paths[-1])
     plt.close(fig)
 
-    if plot_loss(out / "loss.png", metrics, weights) is not None:
-        paths.append(out / "loss.png")
 
+def _residuals(out: Path, grid: Grid, t, x, residual, experts, splits, paths: list) -> None:
+    plt = _plt()
     fig, axs = plt.subplots(1, 2, figsize=(11, 3.5), layout="constrained")
-    axs[0].semilogy(x, np.abs(residual).mean((0, 1)))
-    axs[0].set_xlabel(grid.names[1])
+    if grid.ndim == 2:
+        axs[0].semilogy(x, np.abs(residual).mean((0, 1)))
+        axs[0].set_xlabel(grid.names[1])
+        axs[0].set_title("residual across space")
+    else:
+        axs[0].semilogy(t[1:], np.abs(residual).mean(axis=(0,) + tuple(range(2, residual.ndim)))[1:])
+        axs[0].set_xlabel(grid.names[0])
+        axs[0].set_title("residual over time (mean over space)")
     axs[0].set_ylabel("mean |PDE residual|")
-    axs[0].set_title("residual across space")
     if experts is not None:
         k = np.arange(len(experts["residual_norm_mean"]))
         axs[1].bar(k, experts["residual_norm_mean"])
         axs[1].set_xticks(k, expert_labels(grid, splits or (1,) * (grid.ndim - 1) + (len(k),)),
-                          rotation=30 if len(k) > 4 else 0, fontsize=8)
-        axs[1].set_xlabel("expert (its block of the grid)")
+                          rotation=30, ha="right", fontsize=8)
+        axs[1].set_xlabel("expert")
         axs[1].set_ylabel("constraint residual norm")
         axs[1].set_yscale("log")
         axs[1].set_title("per-expert residual")
@@ -96,7 +149,6 @@ def plot_run(out: Path, grid: Grid, truth: np.ndarray, pred: np.ndarray, rel_t: 
     paths.append(out / "residual.png")
     _save(fig, paths[-1])
     plt.close(fig)
-    return paths
 
 
 def expert_labels(grid: Grid, splits) -> list[str]:

@@ -31,7 +31,8 @@ def write_report(run_dir: str | Path) -> Path:
              f"- method: **{cfg['model']['method']}**, FNO width {cfg['model']['width']},"
              f" {cfg['model']['layers']} layers, modes {cfg['model']['modes']},"
              f" {cfg['model']['n_basis']} basis functions",
-             f"- grid (t, x): {cfg['data']['nt']} x {cfg['data']['nx']}"]
+             (f"- grid (t, x): {cfg['data']['nt']} x {cfg['data']['nx']}" if cfg['data'].get('ny') is None else
+              f"- grid (t, x, y): {cfg['data']['nt']} x {cfg['data']['nx']} x {cfg['data']['ny']}")]
     if cfg["model"]["method"] != "sc":
         c = cfg["constraint"]
         lines.append(f"- constraint: splits {c['splits'] if cfg['model']['method'] == 'moe' else 'global'},"
@@ -78,14 +79,18 @@ def write_report(run_dir: str | Path) -> Path:
                     [f"| relative L2 error for {ev['window']['t_from']:g} < t <= {ev['window']['t_to']:g} |"
                      f" {100 * ev['window']['rel_l2_mean']:.2f}% +- {100 * ev['window']['rel_l2_std']:.2f}% |"]
                     if ev.get("window") else []),
+                  *([f"| persistence baseline u(t) = u0 (mean +- std) | {100 * ev['persistence']['rel_l2_mean']:.2f}%"
+                      f" +- {100 * ev['persistence']['rel_l2_std']:.2f}% |"] if "persistence" in ev else []),
                   f"| mean squared PDE residual | {ev['residual']['pde']:.3g} |",
+                  *([f"| mean squared PDE residual of the numerical solution | {ev['residual_of_truth']['pde']:.3g} |"]
+                    if "residual_of_truth" in ev else []),
                   f"| mean squared initial / boundary rows | {ev['residual']['initial']:.3g} / {ev['residual']['boundary']:.3g} |",
                   f"| inference s/sample | {ev['timing']['inference_s_per_sample']:.4f} |"]
         if "numerical_solver_s_per_sample" in ev["timing"]:
-            lines.append(f"| numerical solver s/sample (output {ev['timing']['numerical_solver_output_grid']}) |"
+            lines.append(f"| numerical solver s/sample (as generated, output {ev['timing']['numerical_solver_output_grid']}) |"
                          f" {ev['timing']['numerical_solver_s_per_sample']:.4f} |")
         s = ev["seams"]
-        if s.get("mean_abs_residual_near_seams") is not None:
+        if s.get("mean_abs_residual_near_seams") is not None and s.get("mean_abs_residual_interior") is not None:
             lines.append(f"| mean abs residual within {s['width']} points of expert seams / elsewhere |"
                          f" {s['mean_abs_residual_near_seams']:.3g} / {s['mean_abs_residual_interior']:.3g} |")
         if "experts" in ev:
@@ -98,7 +103,7 @@ def write_report(run_dir: str | Path) -> Path:
             if len(e["residual_norm_mean"]) > 1 and "weights_spread_rel" in e:
                 lines += ["", f"The experts' weights differ from their mean by {100 * e['weights_spread_rel']:.2f}%"
                               " of its norm (0%: every expert picked the same weights, i.e. one global fit)."]
-        for name in ("samples", "error_over_time", "residual"):
+        for name in ("samples", "snapshots", "error_over_time", "residual"):
             if (run_dir / "plots" / f"{name}.png").exists():
                 lines += ["", f"![{name}](plots/{name}.png)"]
     out = run_dir / "report.md"

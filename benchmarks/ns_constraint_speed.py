@@ -1,0 +1,170 @@
+"""Speed of the hard-constraint layer on Navier-Stokes: 16 x 64 x 64, N = 64, one sample, forward + backward.
+
+The paper's released layer takes 11.8 s (PI-HC, 20,000 points) and 12.8 s
+(PI-HC-MoE, 4 x 16,384 points) for this on one CPU core.  This script times
+ours on the same problem size: ``HardConstraint(NavierStokes2D(1e-4), grid,
+splits, n_points)(basis, w0, key)`` and the gradient of ``mean(u^2) / 2``
+through it with respect to the basis's coefficients (the basis is computed
+inside the timed function from them: 64 smooth random columns, a constant
+plus products of low Fourier modes in x, y and a quadratic in t).  ``w0`` is
+one initial vorticity of the generator's Gaussian random field.  With
+``--basis with-solution`` (default) the first column carries the generator's
+solution from it, as a trained network's basis carries an approximation of
+it: the fit's residuals are then small, as in training.  ``--basis random``
+leaves them large (no column fits the flow), where Gauss-Newton-type
+iterations converge slowly.  The layer
+runs as the ``navier-stokes/moe`` config sets it: the initial condition by
+construction, Levenberg-Marquardt with ``rtol`` 1e-7 (``--rtol``), ``atol``
+1e-12, at most 50 steps.
+
+A block of the t1 x x2 x y2 split holds 16 x 32 x 32 = 16,384 points, but
+the first time level carries the initial condition and no residual row
+(the time stencil is causal), so an expert can sample at most 15 x 32 x 32
+= 15,360 of them: the MoE row uses all of those.
+
+One core: the process is pinned to CPU 0 and XLA's CPU backend to one
+thread before JAX is imported.  Each variant is compiled and run once,
+then timed ``--repeats`` times; the median is reported, with the solver's
+iterations and status per expert (every solve must converge).
+
+    python benchmarks/ns_constraint_speed.py --out docs/bench/ns_constraint_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _pin_one_core() -> None:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                               " intra_op_parallelism_threads=1").strip()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+
+def _basis_fn(grid, n_basis: int, seed: int, solution=None):
+    """``coeffs -> basis (*grid, n_basis)``: smooth analytic columns, and their coefficients.
+
+    ``solution`` (``(*grid,)`` or None): multiplied into the first column, which then carries the
+    solution's part ``(w(t) - w0) / s(t)`` that the layer's ``w0 + s(t) B w`` needs."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    m = grid.mesh()
+    t = (m[..., 0] - grid.axes[0].lo) / (grid.axes[0].hi - grid.axes[0].lo)
+    x, y = m[..., 1], m[..., 2]
+    k = rng.integers(0, 4, size=(n_basis, 2))
+    phase = rng.uniform(0, 2 * np.pi, size=n_basis)
+    waves = np.stack([np.cos(2 * np.pi * (a * x + b * y) + p) for (a, b), p in zip(k, phase)], -1)
+    feats = jnp.asarray(np.stack([np.ones_like(t), t, t ** 2], -1))  # (*grid, 3)
+    waves = jnp.asarray(waves)
+    coeffs = jnp.asarray(rng.normal(size=(3, n_basis)))
+
+    def basis(c):
+        b = 0.1 + (feats @ c) * waves
+        if solution is None:
+            return b
+        return b.at[..., 0].set(solution * (1.0 + 0.1 * b[..., 0]))
+
+    return basis, coeffs
+
+
+def run(points: int, splits: tuple[int, ...], repeats: int, basis_kind: str, rtol: float = 1e-7, n_basis: int = 64,
+        shape=(16, 64, 64)) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    jax.config.update("jax_enable_x64", True)
+    from pihc.constraint import HardConstraint
+    from pihc.data.navier_stokes import initial_vorticity, solve_navier_stokes
+    from pihc.least_squares import LevenbergMarquardt
+    from pihc.pdes.navier_stokes import NavierStokes2D, navier_stokes_grid
+
+    grid = navier_stokes_grid(*shape)
+    pde = NavierStokes2D(viscosity=1e-4)
+    layer = HardConstraint(pde, grid, splits, points, initial_condition="construction",
+                           solver=LevenbergMarquardt(max_steps=50, rtol=rtol, atol=1e-12, damping=1e-10))
+    w0_np = initial_vorticity(1, shape[1], shape[2], seed=0)
+    solution = None
+    if basis_kind == "with-solution":
+        w = solve_navier_stokes(w0_np, pde, nt=shape[0], t_end=grid.axes[0].hi)[0]
+        s = np.linspace(0.0, 1.0, shape[0])[:, None, None]
+        solution = jnp.asarray(np.where(s > 0, (w - w0_np[0]) / np.where(s > 0, s, 1.0), 0.0))
+    basis, coeffs = _basis_fn(grid, n_basis, seed=0, solution=solution)
+    w0 = jnp.asarray(w0_np[0])
+    key = jax.random.key(0)
+
+    def loss(c):
+        out = layer(basis(c), w0, key)
+        return 0.5 * jnp.mean(out.u ** 2), out.solution
+
+    fwd_bwd = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    fwd = jax.jit(loss)
+    t0 = time.perf_counter()
+    (_, sol), g = jax.block_until_ready(fwd_bwd(coeffs))
+    compile_s = time.perf_counter() - t0
+    jax.block_until_ready(fwd(coeffs))
+    times, ftimes = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fwd_bwd(coeffs))
+        times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        jax.block_until_ready(fwd(coeffs))
+        ftimes.append(time.perf_counter() - t0)
+    return {"grid": list(shape), "n_basis": n_basis, "basis": basis_kind, "rtol": rtol, "splits": list(splits), "points_per_expert": points,
+            "experts": int(np.prod(splits)), "forward_backward_s": float(np.median(times)),
+            "forward_s": float(np.median(ftimes)), "times_s": times, "first_call_s_incl_compile": compile_s,
+            "lm_steps": np.asarray(sol.num_steps).tolist(), "status": np.asarray(sol.status).tolist(),
+            "all_converged": bool(np.all(np.asarray(sol.status) == 0)),
+            "grad_finite": bool(np.all(np.isfinite(np.asarray(g))))}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--basis", choices=("with-solution", "random"), default="with-solution",
+                   help="with-solution: one column carries the numerical solution, as a trained basis does"
+                        " (small residuals); random: smooth random columns only (large residuals)")
+    p.add_argument("--rtol", type=float, default=1e-7, help="the solver's rtol (navier-stokes/moe: 1e-7)")
+    p.add_argument("--out", default="docs/bench/ns_constraint_speed.json")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker:
+        _pin_one_core()
+        spec = json.loads(a.worker)
+        print("ROW " + json.dumps(run(spec["points"], tuple(spec["splits"]), spec["repeats"], spec["basis"],
+                                      spec["rtol"])),
+              flush=True)
+        return {}
+    rows = []
+    for name, points, splits in (("PI-HC", 20000, (1, 1, 1)), ("PI-HC-MoE", 15360, (1, 2, 2))):
+        spec = {"points": points, "splits": splits, "repeats": a.repeats, "basis": a.basis, "rtol": a.rtol}
+        # A fresh process per variant: its own compilation caches and one pinned core.
+        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+                             capture_output=True, text=True, check=True)
+        row = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("ROW "))[4:])
+        row["method"] = name
+        rows.append(row)
+        print(json.dumps({k: row[k] for k in ("method", "points_per_expert", "experts", "forward_backward_s",
+                                                "forward_s", "lm_steps", "all_converged")}), flush=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    result = {"benchmark": "ns_constraint_speed", "date": time.strftime("%Y-%m-%d"), "commit": commit,
+              "cpu_threads": 1, "load_average_1_5_15min_at_end": list(os.getloadavg()), "rows": rows,
+              "paper_released_layer_s": {"PI-HC": 11.8, "PI-HC-MoE": 12.8}}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2))
+    print(f"wrote {a.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""NavierStokes2D against analytic fields: spectral terms, Taylor-Green decay, a forced steady state."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+from pihc import HardConstraint, LevenbergMarquardt, NavierStokes2D, RowWeights, navier_stokes_grid
+from pihc.grid import Axis, Grid, GridError
+from pihc.least_squares import RESULTS
+
+TAU = 2.0 * np.pi
+STENCILS = [("midpoint", 2), ("backward", 1), ("backward", 2), ("central", 2), ("central", 4)]
+
+
+def modes(grid, t_factor=None):
+    """w = T(t) [cos(2 pi x) + 0.5 sin(4 pi y) + 0.3 sin(2 pi (x + 3 y))] with its analytic derivatives."""
+    m = grid.mesh()
+    t, x, y = m[..., 0], m[..., 1], m[..., 2]
+    T = np.ones_like(t) if t_factor is None else t_factor(t)
+    a, b, c = np.cos(TAU * x), 0.5 * np.sin(2 * TAU * y), 0.3 * np.sin(TAU * (x + 3 * y))
+    w = a + b + c
+    w_x = -TAU * np.sin(TAU * x) + 0.3 * TAU * np.cos(TAU * (x + 3 * y))
+    w_y = 0.5 * 2 * TAU * np.cos(2 * TAU * y) + 0.9 * TAU * np.cos(TAU * (x + 3 * y))
+    # psi = sum of each mode over |k|^2; u = psi_y, v = -psi_x.
+    psi_y = 0.5 * 2 * TAU * np.cos(2 * TAU * y) / (2 * TAU) ** 2 + 0.9 * TAU * np.cos(TAU * (x + 3 * y)) / (10 * TAU**2)
+    psi_x = -TAU * np.sin(TAU * x) / TAU**2 + 0.3 * TAU * np.cos(TAU * (x + 3 * y)) / (10 * TAU**2)
+    lap = -TAU**2 * a - (2 * TAU) ** 2 * b - 10 * TAU**2 * c
+    return {k: T * v for k, v in dict(w=w, w_x=w_x, w_y=w_y, u=psi_y, v=-psi_x, lap_w=lap).items()}
+
+
+def taylor_green(grid, nu, m=1):
+    """w = sin(2 pi m x) sin(2 pi m y) exp(-2 nu (2 pi m)^2 t): an exact solution with u . grad w = 0."""
+    g = grid.mesh()
+    k = TAU * m
+    return np.sin(k * g[..., 1]) * np.sin(k * g[..., 2]) * np.exp(-2 * nu * k**2 * g[..., 0])
+
+
+def test_terms_are_affine():
+    grid = navier_stokes_grid(5, 8, 12, 1.0)
+    rng = np.random.default_rng(0)
+    forcing = jnp.asarray(rng.normal(size=(8, 12)))
+    for pde in (NavierStokes2D(), NavierStokes2D(forcing=forcing)):
+        u1, u2 = (jnp.asarray(rng.normal(size=grid.shape)) for _ in range(2))
+        T = lambda u: pde.terms(u, grid)  # noqa: E731
+        zero = T(jnp.zeros(grid.shape))
+        np.testing.assert_allclose(T(2.0 * u1 - 3.0 * u2) - zero, 2.0 * (T(u1) - zero) - 3.0 * (T(u2) - zero),
+                                   atol=1e-11)
+    assert np.abs(np.asarray(zero[..., -1] - forcing[None])).max() == 0.0  # the forcing is the constant part
+
+
+@pytest.mark.parametrize("nx,ny", [(16, 16), (12, 20), (9, 15)])
+def test_spectral_terms_are_exact_on_trigonometric_polynomials(nx, ny):
+    grid = navier_stokes_grid(4, nx, ny, 1.0)
+    ref = modes(grid)
+    pde = NavierStokes2D(time_stencil="central")  # the spatial terms at the grid's own times
+    terms = pde.terms(jnp.asarray(ref["w"]) + 0.7, grid)  # a mean does not move the flow
+    for i, name in enumerate(pde.term_names):
+        if name == "w_t":
+            np.testing.assert_allclose(terms[..., i], 0.0, atol=1e-12)
+        elif name == "w":
+            np.testing.assert_allclose(terms[..., i], ref["w"] + 0.7, atol=1e-12)
+        else:
+            np.testing.assert_allclose(terms[..., i], ref[name], atol=1e-11, err_msg=name)
+
+
+def test_forced_steady_state_has_zero_residual():
+    """w_s with f = u_s . grad w_s - nu lap w_s is an exact steady solution; its nonlinear term is not 0."""
+    nu = 1e-3
+    grid = navier_stokes_grid(6, 16, 16, 1.0)
+    ref = modes(grid)
+    nonlinear = ref["u"] * ref["w_x"] + ref["v"] * ref["w_y"]
+    assert np.abs(nonlinear).max() > 0.1
+    forcing = (nonlinear - nu * ref["lap_w"])[0]
+    for stencil, order in STENCILS:
+        pde = NavierStokes2D(viscosity=nu, forcing=jnp.asarray(forcing), time_stencil=stencil, time_accuracy=order)
+        r = pde.residual(pde.terms(jnp.asarray(ref["w"]), grid))
+        np.testing.assert_allclose(r, 0.0, atol=1e-11)
+        # Without the forcing the same field is not a solution.
+        assert np.abs(np.asarray(NavierStokes2D(viscosity=nu).residual(
+            NavierStokes2D(viscosity=nu).terms(jnp.asarray(ref["w"]), grid)))).max() > 0.1
+
+
+@pytest.mark.parametrize("stencil,order", STENCILS)
+def test_taylor_green_residual_converges_at_the_stencils_order(stencil, order):
+    nu = 0.02  # decay rate 2 nu (2 pi)^2 ~ 1.6 over t in [0, 1]
+    pde = NavierStokes2D(viscosity=nu, time_stencil=stencil, time_accuracy=order)
+    errs = []
+    for nt in (21, 41, 81):
+        grid = navier_stokes_grid(nt, 8, 8, 1.0)
+        w = jnp.asarray(taylor_green(grid, nu))
+        terms = pde.terms(w, grid)
+        advection = terms[..., 4] * terms[..., 2] + terms[..., 5] * terms[..., 3]
+        assert np.abs(np.asarray(advection)).max() < 1e-12  # u . grad w = 0 for Taylor-Green
+        domain = pde.residual_domain(grid)
+        if stencil == "backward":
+            domain[:order] = False  # BDF2's first row is BDF1 (one first-order start-up step)
+        r = np.asarray(pde.residual(terms))[domain]
+        errs.append(np.abs(r).max())
+    observed = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
+    assert np.all(np.abs(observed - order) < 0.2), (errs, observed)
+
+
+def test_grids_that_do_not_fit_are_refused():
+    pde = NavierStokes2D()
+    with pytest.raises(GridError, match="periodic"):
+        pde.check_grid(Grid((Axis("t", 4, 0, 1), Axis("x", 8, 0, 1, "cells"), Axis("y", 8, 0, 1, "periodic"))))
+    with pytest.raises(GridError, match="axes"):
+        pde.check_grid(Grid((Axis("t", 4, 0, 1), Axis("x", 8, 0, 1, "periodic"))))
+    with pytest.raises(GridError, match="forcing"):
+        NavierStokes2D(forcing=jnp.zeros((8, 8))).check_grid(navier_stokes_grid(4, 16, 16))
+    with pytest.raises(GridError, match="'nodes'"):
+        pde.check_grid(Grid((Axis("t", 4, 0, 1, "periodic"), Axis("x", 8, 0, 1, "periodic"),
+                             Axis("y", 8, 0, 1, "periodic"))))
+    with pytest.raises(ValueError, match="time_accuracy"):
+        NavierStokes2D(time_stencil="midpoint", time_accuracy=4)
+
+
+def test_navier_stokes_grid_points():
+    grid = navier_stokes_grid(64, 32, 16, 5.0)
+    assert grid.shape == (64, 32, 16)
+    np.testing.assert_allclose(grid.coords("t"), 5.0 * np.arange(64) / 63)
+    np.testing.assert_allclose(grid.coords("x"), np.arange(32) / 32)
+    np.testing.assert_allclose(grid.coords("y"), np.arange(16) / 16)
+
+
+def _basis(grid, n, seed):
+    rng = np.random.default_rng(seed)
+    m = grid.mesh()
+    cols = [np.cos(TAU * (rng.integers(0, 3) * m[..., 1] + rng.integers(0, 3) * m[..., 2]) + rng.normal())
+            * (1.0 + rng.normal() * m[..., 0]) for _ in range(n)]
+    return jnp.asarray(np.stack(cols, -1))
+
+
+@pytest.mark.parametrize("initial", ["rows", "construction"])
+def test_constraint_layer_solves_a_tiny_navier_stokes_problem(initial):
+    """PI-HC on 8 x 16 x 16 with a random basis: the solve converges to scipy's minimiser of the same rows."""
+    grid = navier_stokes_grid(8, 16, 16, 1.0)
+    pde = NavierStokes2D(viscosity=1e-2)
+    basis = _basis(grid, 6, 0)
+    u0 = jnp.asarray(taylor_green(grid, 0.0)[0])
+    weights = RowWeights(pde=1.0, initial=10.0, boundary=1.0, ridge=1e-4)
+    hc = HardConstraint(pde, grid, (1, 1, 1), 300, row_weights=weights, initial_condition=initial,
+                        solver=LevenbergMarquardt(rtol=1e-12, atol=1e-14, max_steps=200))
+    out = hc(basis, u0, jax.random.key(0))
+    assert int(out.solution.status[0]) == RESULTS.successful
+    pts = np.asarray(out.points[0])
+    s = (grid.coords("t") / grid.axes[0].hi)[:, None, None, None]
+
+    b = basis - basis.mean(axis=(1, 2), keepdims=True)  # the PDE's parametrise: spatial means removed
+    b = b * s if initial == "construction" else b
+    offset = u0[None] if initial == "construction" else jnp.zeros(grid.shape)
+
+    @jax.jit
+    def r(w):  # the expert's problem, assembled from the PDE's own methods
+        u = b @ w + offset
+        res = pde.residual(pde.terms(u, grid)).ravel()[pts]
+        ic = pde.initial_rows(u, u0, grid)
+        return jnp.concatenate([np.sqrt(1.0 / len(pts)) * res, np.sqrt(10.0 / ic.size) * ic, 1e-4 * w])
+
+    jac = jax.jit(jax.jacfwd(r))
+    ref = scipy.optimize.least_squares(lambda w: np.asarray(r(jnp.asarray(w))), np.asarray(out.weights[0]) * 1.05,
+                                       jac=lambda w: np.asarray(jac(jnp.asarray(w))), xtol=1e-15, ftol=1e-15,
+                                       gtol=1e-15)
+    np.testing.assert_allclose(out.weights[0], ref.x, rtol=1e-6, atol=1e-8)
+    if initial == "construction":
+        np.testing.assert_allclose(out.u[0], u0, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(out.u).mean(axis=(1, 2)), float(u0.mean()), atol=1e-13)

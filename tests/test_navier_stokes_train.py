@@ -1,0 +1,78 @@
+"""The Navier-Stokes small MoE config end to end on a tiny generated dataset, and its refusals.
+
+The run is the shipped ``navier-stokes/moe-small`` config with the sizes cut
+down (grid, network, points, steps); the data are made by pihc's own
+generator when the file is missing, as a user's first run would.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from pihc.grid import GridError
+from pihc.training.config import ConfigError, load_config
+from pihc.training.data import prepare_data
+
+QUIET = dict(progress=False, log=lambda s: None)
+
+
+def tiny(tmp_path, *extra, data="ns.h5"):
+    """moe-small, shrunk: data 9 x 16 x 16 (solved at 32^2), model 9 x 8 x 8, 2 x 2 experts; every step
+    trains on the same two samples, so the losses of its steps compare."""
+    return load_config("navier-stokes/moe-small", [
+        f"data.path={tmp_path / data}", "data.generate.samples=6", "data.generate.nx=16", "data.generate.nt=9",
+        "data.generate.solve_nx=32", "data.nt=9", "data.nx=8", "data.ny=8", "data.train_samples=2",
+        "data.test_samples=2", "model.width=8", "model.layers=2", "model.modes=[3, 3, 3]", "model.n_basis=8",
+        "model.padding=[2, 0, 0]", "constraint.n_points=40", "constraint.overlap=[0, 1, 1]",
+        "optim.batch=2", "optim.steps=4", "optim.lr=3.0e-3", "run.checkpoint_every=4", *extra])
+
+
+def test_the_small_moe_trains_on_generated_data_and_evaluates(tmp_path):
+    from pihc.training.evaluation import evaluate
+    from pihc.training.loop import train
+
+    cfg = tiny(tmp_path)
+    run = train(cfg, tmp_path / "run", **QUIET)
+    m = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(x["failed_solves"] == 0 for x in m)
+    assert m[-1]["loss"] < 0.8 * m[0]["loss"]  # the physics loss of the same two samples goes down
+    out = evaluate(run, log=lambda s: None)
+    for key in ("rel_l2_mean", "rel_l2_std", "rel_l2_median", "rel_l2_max"):
+        assert np.isfinite(out[key]) and out[key] > 0
+    assert np.isfinite(out["persistence"]["rel_l2_mean"]) and len(out["rel_l2_over_time"]) == 9
+    assert out["rel_l2_over_time"][0] < 1e-6  # the initial condition holds by construction
+    assert out["experts"]["status_counts"] == [{"successful": 2}] * 4
+    assert out["seams"]["mean_abs_residual_near_seams"] > 0  # the 2 x 2 experts' seams, the wrap included
+    assert (run / "plots" / "snapshots.png").stat().st_size > 0
+    # Resolution independence: the same backbone on the data's own 16 x 16 grid.
+    fine = evaluate(run, grid=(9, 16, 16), plots=False, log=lambda s: None)
+    assert fine["grid"] == [9, 16, 16] and fine["trained_grid"] == [9, 8, 8] and np.isfinite(fine["rel_l2_mean"])
+
+
+@pytest.mark.parametrize("override, error, match", [
+    (["data.ny=4"], GridError, "as many points along y as along x"),
+    (["constraint.splits=[1, 3, 2]"], GridError, "axis x has 8 points; 3 experts do not divide it"),
+    (["constraint.splits=[1, 2]"], ConfigError, r"constraint.splits \[1, 2\] needs one count per grid axis \(t, x, y\)"),
+    (["model.modes=[3, 3]"], ConfigError, r"model.modes \[3, 3\] needs one entry per grid axis \(t, x, y\)"),
+    (["data.generate.constants={viscosity: 1.0e-3}"], ConfigError, "holds data with viscosity = 0.0001, but the"
+                                                                  " config asks for 0.001"),
+])
+def test_bad_grids_splits_and_constants_are_refused_before_any_compute(tmp_path, override, error, match):
+    from pihc.training.loop import train
+
+    data = "ns.h5" if "viscosity" in override[0] else "never.h5"  # else refused before it is generated
+    if data == "ns.h5":
+        prepare_data(tiny(tmp_path), **QUIET)  # the data, made with the config's viscosity 1e-4
+    with pytest.raises(error, match=match):  # when the config is loaded, or when the run starts
+        train(tiny(tmp_path, *override, data=data), tmp_path / "refused", **QUIET)
+    assert not (tmp_path / "never.h5").exists() and not (tmp_path / "refused" / "checkpoint.eqx").exists()
+
+
+def test_seams_on_the_torus_include_the_wrap():
+    from pihc.pdes.navier_stokes import navier_stokes_grid
+    from pihc.training.evaluation import seam_mask
+
+    m = seam_mask(navier_stokes_grid(3, 16, 16), (1, 2, 2), 1)
+    np.testing.assert_array_equal(np.flatnonzero(m[0, :, 5]), [0, 7, 8, 15])  # x seams at 8 and at the wrap
+    assert not m[0, 3, 3] and m[1, 3, 0]
