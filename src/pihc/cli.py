@@ -343,23 +343,23 @@ def build_parser() -> argparse.ArgumentParser:
     ds.set_defaults(func=_cmd_generate, config=None)
 
     ns = gsub.add_parser("navier-stokes", help="2D Navier-Stokes (vorticity form) on the periodic unit square")
-    ns.add_argument("--samples", type=positive, required=True)
-    ns.add_argument("--nx", type=int, default=64, help="points along x on [0, 1) (default 64)")
-    ns.add_argument("--ny", type=int, default=None, help="points along y (default: --nx)")
-    ns.add_argument("--nt", type=int, default=64, help="snapshots on [0, t_end], t = 0 included (default 64)")
-    ns.add_argument("--t-end", type=float, default=5.0, help="final time (default 5)")
-    ns.add_argument("--viscosity", type=float, default=1e-4, help="nu (default 1e-4)")
+    ns.add_argument("--samples", type=positive, required=True, help="number of trajectories")
+    ns.add_argument("--nx", type=int, default=64, help="points along x on [0, 1)")
+    ns.add_argument("--ny", type=int, default=None, help="points along y (unset: --nx)")
+    ns.add_argument("--nt", type=int, default=64, help="snapshots on [0, t_end], t = 0 included")
+    ns.add_argument("--t-end", type=float, default=5.0, help="final time")
+    ns.add_argument("--viscosity", type=float, default=1e-4, help="the kinematic viscosity nu")
     ns.add_argument("--seed", type=int, default=0, help="sample i's initial condition uses seed + i")
     ns.add_argument("--solve-nx", type=int, default=None,
-                    help="solve on this many points per axis (a multiple of --nx) and sample back (default:"
-                         " the smallest multiple of --nx that is at least 64)")
+                    help="solve on this many points per axis (a multiple of --nx) and sample back (unset: the"
+                         " smallest multiple of --nx that is at least 64)")
     ns.add_argument("--substeps", type=int, default=None,
-                    help="time steps per snapshot interval (default: dt <= 0.04 x 64 / solve points)")
-    ns.add_argument("--batch", type=int, default=16, help="trajectories per vmapped solve (default 16)")
-    ns.add_argument("--dtype", default="float32", help="stored precision: float32 (default) or float64")
+                    help="time steps per snapshot interval (unset: dt <= 0.04 x 64 / solve points)")
+    ns.add_argument("--batch", type=int, default=16, help="trajectories per vmapped solve")
+    ns.add_argument("--dtype", default="float32", help="stored precision: float32 or float64")
     ns.add_argument("--out", required=True, help="HDF5 file to write (atomically)")
-    ns.add_argument("--quiet", action="store_true")
-    ns.set_defaults(func=_cmd_generate_ns)
+    ns.add_argument("--quiet", action="store_true", help="no progress bar")
+    ns.set_defaults(func=_cmd_generate_ns, config=None)
 
     d = sub.add_parser("data", help="inspect datasets")
     dsub = d.add_subparsers(dest="action", required=True)

@@ -80,10 +80,12 @@ class DataConfig:
         return (self.nt, self.nx) if self.ny is None else (self.nt, self.nx, self.ny)
 
     def generator(self) -> GeneratorConfig:
-        """``generate`` with its grid resolved (unset sizes: the model grid's)."""
+        """``generate`` with its grid resolved: unset sizes are the model grid's, and an unset ``ny``
+        keeps the model grid's aspect ratio (``nx * data.ny / data.nx``)."""
         g = self.generate
-        return dataclasses.replace(g, nt=self.nt if g.nt is None else g.nt, nx=self.nx if g.nx is None else g.nx,
-                                   ny=self.ny if g.ny is None else g.ny)
+        nx = self.nx if g.nx is None else g.nx
+        ny = g.ny if g.ny is not None or self.ny is None else nx * self.ny // self.nx
+        return dataclasses.replace(g, nt=self.nt if g.nt is None else g.nt, nx=nx, ny=ny)
 
 
 @dataclasses.dataclass(frozen=True)
