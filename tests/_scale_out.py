@@ -8,12 +8,14 @@ the suite keeps its one device.  Usage::
     python tests/_scale_out.py JOBS.json
 
 ``JOBS.json``: ``{"config": {...tiny_config overrides...}, "data_dir": DIR, "cache": DIR,
-"jobs": [{"out": DIR, "mesh": [B, E], "max_steps": n, "resume": bool}, ...]}``, run in order.
+"jobs": [{"out": DIR, "mesh": [B, E], "max_steps": n, "resume": bool, "copy_to": [DIR, ...]}, ...]}``,
+run in order; ``copy_to``: copies of the run directory after the job.
 With ``--process-id I --num-processes P --coordinator HOST:PORT`` (and a single job) it is one
 process of a multi-process run, started through the command line (``pihc train``).
 """
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -48,10 +50,9 @@ def main(argv):
                               str(job["max_steps"]), "--quiet", *argv[1:]]))
     for job in spec["jobs"]:
         run_cfg = dataclasses.replace(cfg, mesh=MeshConfig(*job["mesh"]))
-        if job.get("resume"):
-            train(run_cfg, job["out"], max_steps=job["max_steps"], resume=True, **QUIET)
-        else:
-            train(run_cfg, job["out"], max_steps=job["max_steps"], **QUIET)
+        train(run_cfg, job["out"], max_steps=job["max_steps"], resume=job.get("resume", False), **QUIET)
+        for copy in job.get("copy_to", []):
+            shutil.copytree(job["out"], copy)
 
 
 if __name__ == "__main__":

@@ -64,11 +64,74 @@ def _cmd_data_info(a) -> int:
     return 0
 
 
+def _distributed(a) -> bool:
+    """Join a multi-process run (:func:`jax.distributed.initialize`) when asked; True if joined.
+
+    Explicit ``--coordinator/--num-processes/--process-id``, or ``--distributed`` alone to let
+    JAX read them from a cluster scheduler's environment (SLURM, Open MPI, ...).  Checked
+    before JAX starts its devices."""
+    explicit = (a.coordinator, a.num_processes, a.process_id)
+    if all(v is None for v in explicit) and not a.distributed:
+        return False
+    if any(v is not None for v in explicit):
+        if any(v is None for v in explicit):
+            raise UsageError("a multi-process run needs all of --coordinator HOST:PORT, --num-processes P and"
+                             " --process-id I (or --distributed alone, inside a cluster job)")
+        host, _, port = a.coordinator.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--coordinator {a.coordinator!r} must be HOST:PORT, e.g. node001:12345")
+        if a.process_id >= a.num_processes:
+            raise UsageError(f"--process-id {a.process_id} must be below --num-processes {a.num_processes}")
+    import jax
+
+    # CPU devices of several processes talk through gloo; GPUs use NCCL whatever this says.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator_address=a.coordinator, num_processes=a.num_processes,
+                                   process_id=a.process_id)
+    except (ValueError, RuntimeError) as err:
+        raise UsageError(f"cannot join the multi-process run ({_one_line(err)}); give --coordinator,"
+                         " --num-processes and --process-id, or run inside a cluster job (e.g. srun)") from None
+    return True
+
+
+def _with_devices(cfg, devices: str | None, log):
+    """``cfg`` with its mesh for ``--devices`` (``auto``: every device; N: the first N)."""
+    if devices is None:
+        return cfg
+    import dataclasses
+
+    import jax
+
+    from .sharding import auto_split
+    from .training.config import MeshConfig, n_experts
+
+    if devices == "auto":
+        n = jax.device_count()
+    elif devices.isdigit() and int(devices) >= 1:
+        n = int(devices)
+        if n > jax.device_count():
+            raise UsageError(f"--devices {n}: there are {jax.device_count()} devices; give at most that, or auto")
+    else:
+        raise UsageError(f"--devices must be auto or a number of devices >= 1, got {devices!r}")
+    batch, expert = auto_split(n, n_experts(cfg), cfg.optim.batch)
+    if batch * expert < n:
+        log(f"--devices {devices}: {n} devices, of which a mesh of batch {batch} x expert {expert} can use"
+            f" {batch * expert} ({n_experts(cfg)} expert(s), optim.batch {cfg.optim.batch})")
+    return dataclasses.replace(cfg, mesh=MeshConfig(batch, expert))
+
+
 def _cmd_train(a) -> int:
     from .training.config import load_config
     from .training.loop import train
 
     log = (lambda s: None) if a.quiet else print
+    if _distributed(a):
+        import jax
+
+        if jax.process_index() != 0:
+            log = lambda s: None  # noqa: E731
+        a.devices = a.devices or "auto"
     if a.resume:
         if a.config or a.set or a.init_from or a.out:
             raise UsageError("--resume continues a run in its directory with its saved config; drop"
@@ -76,13 +139,13 @@ def _cmd_train(a) -> int:
         if not (Path(a.resume) / "config.yaml").is_file():
             raise FileNotFoundError(f"{a.resume} is not a run directory (no config.yaml); give the --out"
                                     " directory of a `pihc train` run")
-        cfg = load_config(Path(a.resume) / "config.yaml")
+        cfg = _with_devices(load_config(Path(a.resume) / "config.yaml"), a.devices, log)
         run = train(cfg, a.resume, max_steps=a.max_steps, resume=True, progress=not a.quiet, log=log)
     else:
         if not a.config:
             raise UsageError("give --config FILE or a built-in config name (see configs/), or --resume RUN_DIR")
         overrides = list(a.set) + ([f"model.init_from={a.init_from}"] if a.init_from else [])
-        cfg = load_config(a.config, overrides)
+        cfg = _with_devices(load_config(a.config, overrides), a.devices, log)
         out = a.out or str(Path("runs") / Path(a.config).stem)
         run = train(cfg, out, max_steps=a.max_steps, progress=not a.quiet, log=log)
     print(json.dumps({"run": str(run)}))
@@ -113,6 +176,7 @@ BENCHMARKS = {
     "step-profile": "step_profile",
     "accuracy": "accuracy",
     "generator": "generator_speed",
+    "scaling": "scaling",
 }
 
 
@@ -216,6 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init-from", metavar="RUN_DIR",
                    help="start from the backbone of a trained run, e.g. one on a coarser grid"
                         " (same as --set model.init_from=RUN_DIR)")
+    t.add_argument("--devices", metavar="auto|N",
+                   help="train on a mesh of this many devices (auto: all), split between the experts and the"
+                        " batch (sets the config's mesh; see docs/scaling.md); also with --resume")
+    t.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="multi-host run: the address of process 0 (with --num-processes and --process-id)")
+    t.add_argument("--num-processes", type=positive, metavar="P", help="multi-host run: how many processes")
+    t.add_argument("--process-id", type=non_negative, metavar="I", help="multi-host run: this process, 0 .. P-1")
+    t.add_argument("--distributed", action="store_true",
+                   help="multi-host run configured by the cluster's environment (SLURM, Open MPI)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 
@@ -231,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_evaluate)
 
     b = sub.add_parser("bench", help="run a benchmark of a source checkout, benchmarks/SCRIPT.py (constraint |"
-                                     " constraint-ablation | generator | step-cost | step-profile | accuracy)",
+                                     " constraint-ablation | generator | step-cost | step-profile | accuracy | scaling)",
                        add_help=False)
     b.add_argument("name")
     b.set_defaults(func=None)

@@ -1,0 +1,104 @@
+"""Scale-out (pihc.sharding): training on meshes of forced CPU devices, and on two processes.
+
+Meshes of several devices need JAX started with more than one CPU device,
+so each test runs its training in subprocesses (``tests/_scale_out.py``,
+with ``--xla_force_host_platform_device_count``) and compares, here, their
+run directories: the metrics of every step and the checkpointed parameters
+and optimiser state.  The backbone runs in float64 (``model.dtype``), so the
+only differences left are the order of floating-point sums (the gradient's
+reduction across devices, the experts' vmap on fewer lanes).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from _tiny import TinyData, metrics, tiny_config
+
+from pihc.pdes import diffusion_sorption_grid
+from pihc.training.model import read_model
+
+WORKER = Path(__file__).with_name("_scale_out.py")
+SRC = Path(__file__).resolve().parents[1] / "src"
+# Four experts (1 x 4 blocks), a batch of 4, float64 throughout; PDE rows weighted so that every
+# solve converges in a few iterations from the untrained basis (a solve that stops at max_steps
+# depends on every rounding of its path, so it would not compare to 1e-10).
+CONFIG = {"constraint__splits": [1, 4], "model__dtype": "float64", "optim__batch": 4, "optim__steps": 10,
+          "optim__decay_every": 4, "run__checkpoint_every": 100,
+          "constraint__row_weights": {"pde": 1.0, "initial": 32.0, "boundary": 16.0}}
+RTOL = 1e-10
+
+
+def _env(devices: int) -> dict:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    env.pop("JAX_PLATFORMS", None)
+    return env
+
+
+def _jobs(tmp_path, jobs, devices=8):
+    """Run ``jobs`` (see tests/_scale_out.py) in one subprocess with ``devices`` CPU devices."""
+    spec = tmp_path / "jobs.json"
+    spec.write_text(json.dumps({"config": CONFIG, "data_dir": str(tmp_path), "cache": str(tmp_path / "xla"),
+                                "jobs": jobs}))
+    proc = subprocess.run([sys.executable, str(WORKER), str(spec)], env=_env(devices), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _close(a: float, b: float, rtol=RTOL) -> bool:
+    return abs(a - b) <= rtol * max(abs(a), abs(b), 1e-300)
+
+
+def _same_metrics(ref: list[dict], other: list[dict], rtol=RTOL) -> None:
+    assert [r["step"] for r in ref] == [r["step"] for r in other]
+    for a, b in zip(ref, other):
+        assert set(a) == set(b)
+        for k in a:
+            if k == "step_time_s":
+                continue
+            if isinstance(a[k], float):
+                assert _close(a[k], b[k], rtol), (a["step"], k, a[k], b[k])
+            else:  # counts: failed solves, iterations (the max over experts and samples)
+                assert a[k] == b[k], (a["step"], k, a[k], b[k])
+
+
+def _state(tmp_path, run) -> list[np.ndarray]:
+    """The parameters of ``run``'s checkpoint, read on this process's one device."""
+    cfg = tiny_config(tmp_path, **CONFIG)
+    model, meta = read_model(cfg, TinyData().pde, diffusion_sorption_grid(9, 32, t_max=40.0), run)
+    import equinox as eqx
+
+    return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))], meta["step"]
+
+
+def _same_state(tmp_path, ref, other, rtol=RTOL) -> None:
+    (a, step_a), (b, step_b) = _state(tmp_path, ref), _state(tmp_path, other)
+    assert step_a == step_b and len(a) == len(b)
+    scale = max(float(np.max(np.abs(x))) for x in a)
+    assert scale > 0
+    for x, y in zip(a, b):
+        assert x.dtype == np.float64
+        np.testing.assert_allclose(y, x, rtol=0, atol=rtol * scale)
+
+
+def test_a_step_on_1x4_and_2x4_meshes_equals_the_one_device_step_and_ten_steps_the_same_metrics(tmp_path):
+    jobs = []
+    for name, mesh in (("one", [1, 1]), ("m1x4", [1, 4]), ("m2x4", [2, 4])):
+        run = str(tmp_path / name)
+        jobs += [{"out": run, "mesh": mesh, "max_steps": 1, "copy_to": [run + "-step1"]},
+                 {"out": run, "mesh": mesh, "max_steps": 9, "resume": True}]
+    _jobs(tmp_path, jobs)
+    ref = metrics(tmp_path / "one")
+    assert len(ref) == 10 and ref[0]["failed_solves"] == 0 and ref[0]["solver_steps_max"] > 1
+    assert ref[-1]["loss"] < 0.5 * ref[0]["loss"]  # it trains: the comparison is not of a frozen state
+    for name in ("m1x4", "m2x4"):
+        _same_state(tmp_path, tmp_path / "one-step1", tmp_path / f"{name}-step1")
+        _same_metrics(ref, metrics(tmp_path / name))
+        _same_state(tmp_path, tmp_path / "one", tmp_path / name)
