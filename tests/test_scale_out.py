@@ -88,17 +88,70 @@ def _same_state(tmp_path, ref, other, rtol=RTOL) -> None:
         np.testing.assert_allclose(y, x, rtol=0, atol=rtol * scale)
 
 
-def test_a_step_on_1x4_and_2x4_meshes_equals_the_one_device_step_and_ten_steps_the_same_metrics(tmp_path):
+def test_meshes_of_4_and_8_devices_train_as_one_device_and_resume_on_another_number(tmp_path):
+    """A step on a 1 x 4 and a 2 x 4 mesh equals the one-device step (loss, parameters); ten steps give
+    the same metrics; a run checkpointed on 4 devices (after step 3) resumes on 1 and on 8 and ends
+    where the one-device run does.  One subprocess: the three meshes' programs compile once."""
     jobs = []
     for name, mesh in (("one", [1, 1]), ("m1x4", [1, 4]), ("m2x4", [2, 4])):
         run = str(tmp_path / name)
         jobs += [{"out": run, "mesh": mesh, "max_steps": 1, "copy_to": [run + "-step1"]},
                  {"out": run, "mesh": mesh, "max_steps": 9, "resume": True}]
+    four = str(tmp_path / "on4")
+    jobs += [{"out": four, "mesh": [1, 4], "max_steps": 3, "copy_to": [four + "-to1", four + "-to8"]},
+             {"out": four + "-to1", "mesh": [1, 1], "max_steps": 7, "resume": True},
+             {"out": four + "-to8", "mesh": [2, 4], "max_steps": 7, "resume": True}]
     _jobs(tmp_path, jobs)
     ref = metrics(tmp_path / "one")
     assert len(ref) == 10 and ref[0]["failed_solves"] == 0 and ref[0]["solver_steps_max"] > 1
     assert ref[-1]["loss"] < 0.5 * ref[0]["loss"]  # it trains: the comparison is not of a frozen state
-    for name in ("m1x4", "m2x4"):
+    for name in ("m1x4", "m2x4"):  # one step: loss (its metrics) and parameters; then ten steps
+        _same_metrics(ref[:1], metrics(tmp_path / f"{name}-step1"))
         _same_state(tmp_path, tmp_path / "one-step1", tmp_path / f"{name}-step1")
         _same_metrics(ref, metrics(tmp_path / name))
         _same_state(tmp_path, tmp_path / "one", tmp_path / name)
+    for name in ("on4-to1", "on4-to8"):  # checkpointed on 4 devices, resumed on 1 and on 8
+        assert _state(tmp_path, tmp_path / name)[1] == 10
+        _same_metrics(ref, metrics(tmp_path / name))
+        _same_state(tmp_path, tmp_path / "one", tmp_path / name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_with_jax_distributed_train_as_one_process(tmp_path):
+    """`pihc train --coordinator --num-processes 2 --process-id I` on localhost, two CPU devices per
+    process (gloo collectives), a 2 x 2 mesh: the batch split across the processes, the experts
+    across each one's devices.  Process 0 writes the run; it matches one process on one device."""
+    from pihc.training.config import save_config
+    from pihc.training.loop import train
+
+    cfg = tiny_config(tmp_path, **CONFIG)
+    save_config(cfg, tmp_path / "tiny.yaml")
+    run, steps = tmp_path / "two", 3
+    spec = tmp_path / "jobs.json"
+    spec.write_text(json.dumps({"config": CONFIG, "data_dir": str(tmp_path), "config_file": str(tmp_path / "tiny.yaml"),
+                                "jobs": [{"out": str(run), "max_steps": steps}]}))
+    port = _free_port()
+    procs = []
+    try:
+        for i in range(2):
+            procs.append(subprocess.Popen(
+                [sys.executable, str(WORKER), str(spec), "--coordinator", f"localhost:{port}", "--num-processes",
+                 "2", "--process-id", str(i), "--set", "mesh.batch=2", "--set", "mesh.expert=2"],
+                env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        outs = [p.communicate(timeout=300) for p in procs]
+        for p, (_, err) in zip(procs, outs):
+            assert p.returncode == 0, err[-3000:]
+    finally:  # a hung or failed process never outlives the test
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    train(cfg, tmp_path / "one", max_steps=steps, progress=False, log=lambda s: None)
+    assert len(metrics(run)) == steps
+    _same_metrics(metrics(tmp_path / "one"), metrics(run))
+    _same_state(tmp_path, tmp_path / "one", run)

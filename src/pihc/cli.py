@@ -95,8 +95,11 @@ def _distributed(a) -> bool:
     return True
 
 
-def _with_devices(cfg, devices: str | None, log):
-    """``cfg`` with its mesh for ``--devices`` (``auto``: every device; N: the first N)."""
+def _with_devices(cfg, devices: str | None, log, distributed: bool = False):
+    """``cfg`` with its mesh for ``--devices`` (``auto``: every device; N: the first N).  A
+    multi-process run whose config keeps the default one-device mesh uses every device."""
+    if devices is None and distributed and (cfg.mesh.batch, cfg.mesh.expert) == (1, 1):
+        devices = "auto"
     if devices is None:
         return cfg
     import dataclasses
@@ -126,12 +129,12 @@ def _cmd_train(a) -> int:
     from .training.loop import train
 
     log = (lambda s: None) if a.quiet else print
-    if _distributed(a):
+    distributed = _distributed(a)
+    if distributed:
         import jax
 
         if jax.process_index() != 0:
             log = lambda s: None  # noqa: E731
-        a.devices = a.devices or "auto"
     if a.resume:
         if a.config or a.set or a.init_from or a.out:
             raise UsageError("--resume continues a run in its directory with its saved config; drop"
@@ -139,13 +142,13 @@ def _cmd_train(a) -> int:
         if not (Path(a.resume) / "config.yaml").is_file():
             raise FileNotFoundError(f"{a.resume} is not a run directory (no config.yaml); give the --out"
                                     " directory of a `pihc train` run")
-        cfg = _with_devices(load_config(Path(a.resume) / "config.yaml"), a.devices, log)
+        cfg = _with_devices(load_config(Path(a.resume) / "config.yaml"), a.devices, log, distributed)
         run = train(cfg, a.resume, max_steps=a.max_steps, resume=True, progress=not a.quiet, log=log)
     else:
         if not a.config:
             raise UsageError("give --config FILE or a built-in config name (see configs/), or --resume RUN_DIR")
         overrides = list(a.set) + ([f"model.init_from={a.init_from}"] if a.init_from else [])
-        cfg = _with_devices(load_config(a.config, overrides), a.devices, log)
+        cfg = _with_devices(load_config(a.config, overrides), a.devices, log, distributed)
         out = a.out or str(Path("runs") / Path(a.config).stem)
         run = train(cfg, out, max_steps=a.max_steps, progress=not a.quiet, log=log)
     print(json.dumps({"run": str(run)}))
