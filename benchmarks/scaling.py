@@ -28,35 +28,27 @@ Run: ``nice python benchmarks/scaling.py`` (``--quick``: fewer repeats).
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
 import os
+import re
+import subprocess
+import time
+from pathlib import Path
 
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import re  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import jax  # noqa: E402
-
-jax.config.update("jax_enable_x64", True)
-
-import equinox as eqx  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
-
-from pihc import FNO, HardConstraint, LevenbergMarquardt, PIHCMoE, RowWeights  # noqa: E402
-from pihc.data.diffusion_sorption import initial_conditions  # noqa: E402
-from pihc.pdes import DiffusionSorption, diffusion_sorption_grid  # noqa: E402
-from pihc.sharding import BATCH, device_mesh, replicated, sharded_batch  # noqa: E402
-from pihc.training.config import Config, from_dict  # noqa: E402
-from pihc.training.optim import make_optimizer  # noqa: E402
-from pihc.training.step import make_step  # noqa: E402
+from pihc import FNO, HardConstraint, LevenbergMarquardt, PIHCMoE, RowWeights
+from pihc.data.diffusion_sorption import initial_conditions
+from pihc.pdes import DiffusionSorption, diffusion_sorption_grid
+from pihc.sharding import BATCH, device_mesh, replicated, sharded_batch
+from pihc.training.config import Config, from_dict
+from pihc.training.optim import make_optimizer
+from pihc.training.step import make_step
 
 # The benchmark's problem: diffusion-sorption on 33 x 128 with 8 experts (1 x 8 blocks of 33 x 16),
 # 256 points each, N = 16 basis functions from a small FNO; batch 8; the demo config's weights and solver.
@@ -72,8 +64,8 @@ def problem(splits=SPLITS, mesh=None):
     return pde, grid, layer
 
 
-def backbone(key=jax.random.key(0)):
-    return FNO(3, N, width=16, modes=(8, 8), n_layers=2, key=key)
+def backbone():
+    return FNO(3, N, width=16, modes=(8, 8), n_layers=2, key=jax.random.key(0))
 
 
 def inputs(batch: int):
@@ -155,6 +147,7 @@ def lockstep_part(repeats: int) -> dict:
     for name, b in (("untrained", basis), ("trained", trained)):
         sol = run(b, u0, keys).solution
         steps = np.asarray(sol.num_steps)
+        jax.block_until_ready(b)
         mesh = device_mesh(1, 8)
         sharded = jax.jit(jax.vmap(lambda bb, a, k: layer.on_mesh(mesh)(bb, a, k), spmd_axis_name=BATCH))
         steps_sharded = np.asarray(sharded(b, u0, keys).solution.num_steps)
@@ -200,6 +193,9 @@ def measure_layer(repeats: int) -> list[dict]:
         f = layer_fn(layer, mesh)
         if mesh is not None:
             basis, u0, keys = (put(x, sharded_batch(mesh)) for x in (basis, u0, keys))
+        # Nothing else in flight when a program of several CPU devices starts: a device whose thread is busy
+        # elsewhere can stall the others' collectives.
+        jax.block_until_ready((basis, u0, keys))
         t0 = time.perf_counter()
         compiled = f.lower(basis, u0, keys).compile()
         compile_s = time.perf_counter() - t0
@@ -240,6 +236,7 @@ def measure_step(repeats: int) -> list[dict]:
             model, state = (jax.tree.map(lambda x: put(x, replicated(mesh)) if eqx.is_array(x) else x, t)
                             for t in (model, state))
             u0, keys = put(u0, sharded_batch(mesh)), put(keys, sharded_batch(mesh))
+        jax.block_until_ready((model, state, u0, keys))
         first, t = timed(step, model, state, u0, keys, repeats=repeats)
         comm = None
         if mesh is not None:
@@ -363,6 +360,7 @@ def one_device(repeats: int) -> dict:
     plain = make_step(cfg, opt, pde, grid)
     sharded = make_step(cfg, opt, pde, grid, mesh=mesh)
     on_mesh = [jax.tree.map(lambda x: put(x, replicated(mesh)) if eqx.is_array(x) else x, t) for t in (model, state)]
+    jax.block_until_ready((on_mesh, u0, keys))
     args = {"unsharded": (plain, (model, state, u0, keys)),
             "sharded 1 x 1": (sharded, (*on_mesh, put(u0, sharded_batch(mesh)), put(keys, sharded_batch(mesh))))}
     out = {}
@@ -396,6 +394,11 @@ def main():
     p.add_argument("--points", type=int, help="points per expert (default 256)")
     p.add_argument("--batch", type=int, help="samples per step (default 8)")
     a = p.parse_args()
+    if not a.one_device and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        # Eight CPU devices; read when JAX starts its backend, which nothing above has done.
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+                                   ).strip()
+    jax.config.update("jax_enable_x64", True)
     repeats = 3 if a.quick else a.repeats
     NT, NX = a.grid or (NT, NX)
     M, BATCH_SIZE = a.points or M, a.batch or BATCH_SIZE

@@ -11,6 +11,7 @@ reduction across devices, the experts' vmap on fewer lanes).
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -155,3 +156,62 @@ def test_two_processes_with_jax_distributed_train_as_one_process(tmp_path):
     assert len(metrics(run)) == steps
     _same_metrics(metrics(tmp_path / "one"), metrics(run))
     _same_state(tmp_path, tmp_path / "one", run)
+
+
+def test_auto_split_puts_most_devices_on_experts_then_on_the_batch():
+    """Against a search over every mesh that fits: the most expert devices, then the most batch devices."""
+    from pihc.sharding import auto_split
+
+    for n in range(1, 17):
+        for experts in (1, 2, 3, 4, 8, 12):
+            for batch in (1, 2, 3, 4, 6, 8):
+                fits = [(e, b) for e in range(1, n + 1) for b in range(1, n + 1)
+                        if b * e <= n and experts % e == 0 and batch % b == 0 and n % (b * e) == 0]
+                e, b = max(fits)
+                assert auto_split(n, experts, batch) == (b, e), (n, experts, batch)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("mesh.expert=3", "mesh.expert = 3 does not divide the 4 expert(s) of the model; choose a divisor of 4"),
+    ("mesh.batch=3", "mesh.batch = 3 does not divide optim.batch = 4; choose a divisor of 4"),
+    ("mesh.expert=0", "mesh.expert must be >= 1, got 0"),
+    ("mesh.cores=2", "mesh: unknown key(s) ['cores']"),
+])
+def test_impossible_meshes_are_refused_by_name(tmp_path, override, message):
+    from pihc.training.config import Config, ConfigError, apply_overrides, from_dict, to_dict, validate
+
+    d = apply_overrides(to_dict(tiny_config(tmp_path, **CONFIG)), [override])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(from_dict(Config, d))
+
+
+def test_a_mesh_of_more_devices_than_there_are_is_refused_before_any_compute(tmp_path, capsys):
+    from pihc.cli import main
+    from pihc.training.config import ConfigError, save_config
+    from pihc.training.loop import train
+
+    cfg = tiny_config(tmp_path, **{**CONFIG, "mesh__batch": 2})
+    with pytest.raises(ConfigError, match=r"mesh \{batch: 2, expert: 1\} needs 2 devices; there are 1"):
+        train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    assert not (tmp_path / "run").exists()
+    save_config(tiny_config(tmp_path, **CONFIG), tmp_path / "tiny.yaml")
+    assert main(["train", "--config", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "run"),
+                 "--devices", "3", "--quiet"]) == 2
+    assert "error: --devices 3: there are 1 devices" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "run"),
+                 "--coordinator", "localhost", "--num-processes", "2", "--process-id", "0", "--quiet"]) == 2
+    assert "must be HOST:PORT" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_lockstep_counts_lanes_times_the_slowest_lane_of_each_device():
+    """benchmarks/scaling.py's count, against a hand count."""
+    import runpy
+
+    lockstep = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "scaling.py"))["lockstep"]
+    steps = np.array([[1, 5, 2, 2], [3, 1, 1, 1]])  # (samples, experts)
+    assert lockstep(steps, 4) == {"needed": 16, "computed": 8 * 5, "computed_over_needed": 40 / 16}
+    # two devices of two experts: max 5 over experts 0-1, 2 over experts 2-3, 4 lanes each
+    assert lockstep(steps, 2)["computed"] == 4 * 5 + 4 * 2
+    assert lockstep(steps, 1)["computed"] == 2 * 3 + 2 * 5 + 2 * 2 + 2 * 2
+    assert lockstep(steps, 1, batch_rows=2)["computed"] == 16

@@ -9,6 +9,7 @@ command line in :mod:`pihc.cli`; the core never imports either):
   :class:`RESULTS`; adjoints :class:`ImplicitAdjoint`, :class:`StructuredAdjoint`
 * experts: :func:`partition`, :func:`unpartition`, :class:`RowWeights`
 * constraint layer: :class:`HardConstraint`, :func:`linearise`
+* devices: :func:`device_mesh` (a ``batch x expert`` mesh, :mod:`pihc.sharding`)
 * loss: :func:`physics_loss`, :class:`LossWeights`
 * models: :class:`FNO`, :class:`PISC`, :class:`PIHC`, :class:`PIHCMoE`
 """
@@ -26,6 +27,7 @@ from .losses import LossWeights, physics_loss
 from .models import FNO, PIHC, PISC, PIHCMoE, Prediction
 from .partition import partition, unpartition
 from .pdes import PDE, DiffusionSorption, diffusion_sorption_grid
+from .sharding import device_mesh
 
 
 def enable_x64() -> None:
@@ -39,6 +41,6 @@ __all__ = [
     "Axis", "ConstrainedSolution", "DiffusionSorption", "FNO", "Grid", "GridError", "HardConstraint",
     "ImplicitAdjoint", "LevenbergMarquardt", "Linearisation", "LossWeights", "PDE", "PIHC", "PIHCMoE",
     "PISC", "Prediction", "PrecisionError", "RESULTS", "RowWeights", "Solution", "StructuredAdjoint",
-    "derivatives", "diffusion_sorption_grid", "enable_x64", "least_squares", "linearise", "partition",
+    "derivatives", "device_mesh", "diffusion_sorption_grid", "enable_x64", "least_squares", "linearise", "partition",
     "physics_loss", "unpartition",
 ]

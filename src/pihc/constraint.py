@@ -41,7 +41,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .adjoint import AbstractAdjoint, StructuredAdjoint
@@ -129,7 +129,7 @@ class ExpertsProblem(eqx.Module):
                 gram = p.rows_gram()
                 return solver.solve(lambda v: p.normal_equations(v, gram), p.row_fit(gram) if w is None else w)
 
-            sol = _vmap_experts(one, self.experts(lin), w0, mesh=self.mesh)
+            sol = _replicated(_vmap_experts(one, self.experts(lin), w0, mesh=self.mesh), self.mesh)
         return sol, lin
 
     def optimality(self, W: Float[Array, "K N"]) -> Float[Array, "K N"]:
@@ -141,8 +141,9 @@ class ExpertsProblem(eqx.Module):
         """The structured adjoint (class docstring); ``lin`` is the forward pass's linearisation."""
         with jax.named_scope("pihc.constraint.solve"):
             experts = self.experts(lin)
-            a_v, a_w, v = _vmap_experts(lambda p, w, s, ct: p.adjoint_factors(w, s, ct, p.rows_gram()),
-                                        experts, W, status, ct_W, mesh=self.mesh)
+            # The factors are all-gathered once, here: the transposed stencils below read them in a loop.
+            a_v, a_w, v = _replicated(_vmap_experts(lambda p, w, s, ct: p.adjoint_factors(w, s, ct, p.rows_gram()),
+                                                    experts, W, status, ct_W, mesh=self.mesh), self.mesh)
             ok = (status == RESULTS.successful)[:, None]
             W_ok = jnp.where(ok, W, 0.0)  # a failed solve's w may be NaN; its v is 0
             # The PDE's constants also enter F itself, per expert; summed over the experts.
@@ -210,6 +211,15 @@ def _vmap_experts(fn, problem: ExpertProblem, *per_expert, mesh: Mesh | None = N
     specs = tuple(PartitionSpec(EXPERT) if axes[i] == 0 else PartitionSpec() for i in arrays)
     return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(EXPERT),
                          check_vma=False)(*[leaves[i] for i in arrays])
+
+
+def _replicated(tree, mesh: Mesh | None):
+    """``tree`` on every device of the ``expert`` axis (an all-gather of the experts' blocks; under the
+    samples' ``vmap(spmd_axis_name=...)`` still split along the samples' axis)."""
+    if mesh is None:
+        return tree
+    arrays, rest = eqx.partition(tree, eqx.is_array)
+    return eqx.combine(jax.lax.with_sharding_constraint(arrays, NamedSharding(mesh, PartitionSpec())), rest)
 
 
 def _expert_axes(problem: ExpertProblem):
