@@ -260,10 +260,10 @@ ASSUMPTIONS = {
     "lm_iteration": "per expert: terms Phi w + c (2 m T N), J = dF Phi (2 m T N), J^T J (2 m N^2), J^T r, two"
                     " N x N Cholesky solves (2 N^3 / 3); Phi (m T N float64) read twice",
     "adjoint": "per expert: H = Phi^T (M Phi) (2 m T^2 N + 2 m T N^2), one N x N solve; Phi read twice",
-    "linearise": "replicated on every expert device (each holds the whole basis): the row map's tangent on each of"
-                 " the N basis columns over the whole grid, memory bound: `passes` reads+writes of a grid of float64"
-                 " per column (spectral derivatives in x, y: 6 FFT passes of complex128, i.e. passes = 12;"
-                 " finite differences: passes = 2), plus writing the terms at the points",
+    "linearise": "the row map's tangent on each of the N basis columns over the whole grid is replicated on every"
+                 " expert device (each holds the whole basis), memory bound: `passes` reads+writes of a float64 grid"
+                 " per column (spectral derivatives in x, y: 6 FFT passes of complex128, passes = 12; finite"
+                 " differences: passes = 2); each device writes the terms at its own experts' points only",
     "communication": "the experts' weights (K N float64, all-gathered), the adjoint's per-expert factors"
                      " (2 K (m T + n_rows) float64, all-gathered), the backbone's gradient (all-reduced over"
                      " batch), a ring: 2 (d - 1) / d of the bytes per device",
@@ -288,8 +288,12 @@ def cost_model(grid_points: int, N: int, K: int, m: int, T: int, n_rows: int, ba
     it_flops_other = 4 * m * T * N
     t_it = t(it_flops_dot, it_flops_other, 2 * phi)
     t_adj = t(2 * m * T * T * N + 2 * m * T * N * N + N ** 3, 0, 2 * phi)
-    lin_bytes = N * (passes * grid_points * f8) + K * phi
-    t_lin = t(0, N * grid_points * 60, lin_bytes)  # ~60 FLOPs per point per column: stencils or FFT butterflies
+    def lin_bytes(d_expert: int) -> float:  # whole-grid tangents (replicated) + this device's experts' Phi
+        return N * (passes * grid_points * f8) + K // d_expert * phi
+
+    def t_lin(d_expert: int) -> float:  # ~60 FLOPs per point per column: stencils or FFT butterflies
+        return t(0, N * grid_points * 60, lin_bytes(d_expert))
+
     per_expert = {"lm_iteration": {"flops": it_flops_dot + it_flops_other, "bytes": 2 * phi, "time_s": t_it},
                   "adjoint": {"flops": 2 * m * T * T * N + 2 * m * T * N * N + N ** 3, "bytes": 2 * phi,
                               "time_s": t_adj}}
@@ -305,7 +309,7 @@ def cost_model(grid_points: int, N: int, K: int, m: int, T: int, n_rows: int, ba
             for rows in per_row:
                 lanes = np.split(rows, d_expert, axis=1)
                 row_times.append(max(b.size * b.max() * t_it + b.size * t_adj for b in lanes)
-                                 + rows.shape[0] * t_lin)
+                                 + rows.shape[0] * t_lin(d_expert))
             total += max(row_times)
         total /= len(samples)
         moved = 0.0
@@ -327,14 +331,14 @@ def cost_model(grid_points: int, N: int, K: int, m: int, T: int, n_rows: int, ba
         if K % de or batch % db:
             continue
         tt, moved = layer_time(de, db, link)
-        reads = (batch / db) * (backbone_bytes_per_sample + lin_bytes) + sum(
+        reads = (batch / db) * (backbone_bytes_per_sample + lin_bytes(de)) + sum(
             b.size * b.max() * 2 * phi + b.size * 2 * phi for s in samples
             for rows in np.array_split(s, db, axis=0) for b in np.split(rows, de, axis=1)[:1]) / len(samples)
         preds[name] = {"speed_up": one / tt, "bytes_across_devices_per_device": moved,
                        "bytes_read_per_device": reads, "moved_over_read": moved / reads}
     return {"shapes": {"grid_points": grid_points, "N": N, "K": K, "m": m, "terms": T, "rows": n_rows,
                        "batch": batch, "backbone_parameters": params, "linearise_passes": passes},
-            "per_expert": per_expert, "linearise_per_sample": {"bytes": lin_bytes, "time_s": t_lin},
+            "per_expert": per_expert, "linearise_per_sample_one_device": {"bytes": lin_bytes(1), "time_s": t_lin(1)},
             "one_device_time_s": one, "predictions": preds}
 
 
@@ -393,7 +397,16 @@ def main():
     p.add_argument("--grid", type=int, nargs=2, metavar=("NT", "NX"), help="the problem's grid (default 33 128)")
     p.add_argument("--points", type=int, help="points per expert (default 256)")
     p.add_argument("--batch", type=int, help="samples per step (default 8)")
+    p.add_argument("--model-from", metavar="JSON",
+                   help="recompute only the cost model (part 3) from the measurements in this file, into --out")
     a = p.parse_args()
+    if a.model_from:
+        res = json.loads(Path(a.model_from).read_text())
+        model_part(res)
+        Path(a.out).write_text(json.dumps(res, indent=1))
+        summary(res)
+        plot(res, a.plot)
+        return
     if not a.one_device and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         # Eight CPU devices; read when JAX starts its backend, which nothing above has done.
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -425,6 +438,16 @@ def main():
     res["measured"] = measure_layer(repeats) + measure_step(repeats)
     res["one_device"] = one_device(max(repeats, 10))
     print(json.dumps({k: v for k, v in res["one_device"].items() if not isinstance(v, dict)}), flush=True)
+    model_part(res)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=1))
+    print(f"wrote {a.out}")
+    summary(res)
+    plot(res, a.plot)
+
+
+def model_part(res: dict) -> None:
+    """``res["assumptions"]`` and ``res["cost_model"]`` from the shapes and part 1's iteration counts."""
     fno_params = int(sum(x.size for x in jax.tree.leaves(eqx.filter(backbone(), eqx.is_inexact_array))))
     res["assumptions"] = ASSUMPTIONS
     res["cost_model"] = {}
@@ -432,7 +455,7 @@ def main():
         steps = np.asarray(res["lockstep"][basis]["num_steps"])
         n_rows = NX + 2 * NT  # initial row per x, boundary rows per t on each side
         res["cost_model"][f"benchmark size, {basis} basis"] = cost_model(
-            NT * NX, N, 8, M, 4, n_rows, BATCH_SIZE, steps, fno_params, passes=2.0,
+            NT * NX, N, 8, M, 3, n_rows, BATCH_SIZE, steps, fno_params, passes=2.0,
             backbone_bytes_per_sample=0.0)
         # The paper's Navier-Stokes: 64^3 grid, N = 64, 4 experts of 16,384 points, batch 2; terms
         # (w, w_t, w_x, w_y, lap w, u, v); rows: none (initial condition by construction, periodic space).
@@ -444,11 +467,6 @@ def main():
             res["cost_model"][f"Navier-Stokes size, {basis} basis, {how}"] = cost_model(
                 64 ** 3, 64, 4, 16384, 7, 0, 2, ns_iterations(steps, 2, 4), ns_params, passes=passes,
                 backbone_bytes_per_sample=ns_backbone_bytes)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1))
-    print(f"wrote {a.out}")
-    summary(res)
-    plot(res, a.plot)
 
 
 def summary(res: dict) -> None:

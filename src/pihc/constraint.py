@@ -154,7 +154,7 @@ class ExpertsProblem(eqx.Module):
             dynamic, static = eqx.partition(self.row_map, eqx.is_inexact_array)
             # The 2K left factors with their expert's points and right factors (v_k, then w_k).
             factors = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), a_v, a_w)
-            pts = jnp.concatenate([self.points, self.points])
+            pts = _replicated(jnp.concatenate([self.points, self.points]), self.mesh)  # read in the loop below
             right = jnp.concatenate([v, W_ok])
 
             def transposed(xs):  # L_k^T(a), one field at a time (as linearise._columns does)
