@@ -10,8 +10,9 @@ the suite keeps its one device.  Usage::
 ``JOBS.json``: ``{"config": {...tiny_config overrides...}, "data_dir": DIR, "cache": DIR,
 "jobs": [{"out": DIR, "mesh": [B, E], "max_steps": n, "resume": bool, "copy_to": [DIR, ...]}, ...]}``,
 run in order; ``copy_to``: copies of the run directory after the job.
-With ``--process-id I --num-processes P --coordinator HOST:PORT`` (and a single job) it is one
-process of a multi-process run, started through the command line (``pihc train``).
+With more arguments (``--coordinator HOST:PORT --num-processes P --process-id I ...``), it is
+one process of a multi-process run: ``pihc train --config CONFIG_FILE --out OUT --max-steps N``
+of the single job, with those arguments appended (``config_file`` in JOBS.json).
 """
 
 import json
