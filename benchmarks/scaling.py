@@ -202,7 +202,8 @@ def measure_layer(repeats: int) -> list[dict]:
         first, t = timed(compiled, basis, u0, keys, repeats=repeats)
         comm = collective_bytes(compiled.as_text()) if mesh is not None else None
         rows.append({"part": "constraint layer (forward + backward)", "scaling": kind,
-                     "mesh": None if shape is None else list(shape), "devices": 1 if shape is None else math.prod(shape),
+                     "mesh": None if shape is None else list(shape),
+                     "devices": 1 if shape is None else math.prod(shape),
                      "experts": math.prod(splits), "batch": batch, "first_call_s": compile_s + first, "time_s": t,
                      "collective_bytes": comm})
         print(json.dumps(rows[-1]), flush=True)
@@ -221,7 +222,8 @@ def step_config(batch: int, splits) -> Config:
 
 def measure_step(repeats: int) -> list[dict]:
     rows = []
-    cases = [("strong", None, BATCH_SIZE)] + [("strong", s, BATCH_SIZE) for s in ((1, 1), (1, 2), (1, 4), (1, 8), (2, 4))]
+    cases = [("strong", None, BATCH_SIZE)]
+    cases += [("strong", s, BATCH_SIZE) for s in ((1, 1), (1, 2), (1, 4), (1, 8), (2, 4))]
     cases += [("weak", (d, 1), d) for d in (1, 2, 4, 8)]
     for kind, shape, batch in cases:
         mesh = None if shape is None else device_mesh(*shape)

@@ -307,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_evaluate)
 
     b = sub.add_parser("bench", help="run a benchmark of a source checkout, benchmarks/SCRIPT.py (constraint |"
-                                     " constraint-ablation | generator | step-cost | step-profile | accuracy | scaling)",
+                                     " constraint-ablation | generator | step-cost | step-profile | accuracy |"
+                                     " scaling)",
                        add_help=False)
     b.add_argument("name")
     b.set_defaults(func=None)
