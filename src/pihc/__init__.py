@@ -12,6 +12,7 @@ command line in :mod:`pihc.cli`; the core never imports either):
   :class:`RESULTS`; adjoints :class:`ImplicitAdjoint`, :class:`StructuredAdjoint`
 * experts: :func:`partition`, :func:`unpartition`, :class:`RowWeights`
 * constraint layer: :class:`HardConstraint`, :func:`linearise`
+* devices: :func:`device_mesh` (a ``batch x expert`` mesh, :mod:`pihc.sharding`)
 * loss: :func:`physics_loss`, :class:`LossWeights`
 * models: :class:`FNO`, :class:`PISC`, :class:`PIHC`, :class:`PIHCMoE`
 """
@@ -31,6 +32,7 @@ from .partition import partition, unpartition
 from .pdes import PDE, DiffusionSorption, NavierStokes2D, diffusion_sorption_grid, navier_stokes_grid
 from .check import PDEContractError, check_pde
 from .problem import Problem
+from .sharding import device_mesh
 
 
 def enable_x64() -> None:
@@ -70,6 +72,7 @@ __all__ = [
     "ImplicitAdjoint", "LevenbergMarquardt", "Linearisation", "LossWeights", "NavierStokes2D", "PDE",
     "PDEContractError", "PIHC", "PIHCMoE", "Problem", "check_pde", "train",
     "PISC", "Prediction", "PrecisionError", "RESULTS", "RowWeights", "Solution", "StructuredAdjoint",
-    "derivatives", "diffusion_sorption_grid", "enable_x64", "least_squares", "linearise", "navier_stokes_grid", "partition",
+    "derivatives", "device_mesh", "diffusion_sorption_grid", "enable_x64", "least_squares", "linearise",
+    "navier_stokes_grid", "partition",
     "physics_loss", "unpartition",
 ]

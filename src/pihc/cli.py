@@ -119,11 +119,77 @@ def _cmd_data_info(a) -> int:
     return 0
 
 
+def _distributed(a) -> bool:
+    """Join a multi-process run (:func:`jax.distributed.initialize`) when asked; True if joined.
+
+    Explicit ``--coordinator/--num-processes/--process-id``, or ``--distributed`` alone to let
+    JAX read them from a cluster scheduler's environment (SLURM, Open MPI, ...).  Checked
+    before JAX starts its devices."""
+    explicit = (a.coordinator, a.num_processes, a.process_id)
+    if all(v is None for v in explicit) and not a.distributed:
+        return False
+    if any(v is not None for v in explicit):
+        if any(v is None for v in explicit):
+            raise UsageError("a multi-process run needs all of --coordinator HOST:PORT, --num-processes P and"
+                             " --process-id I (or --distributed alone, inside a cluster job)")
+        host, _, port = a.coordinator.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--coordinator {a.coordinator!r} must be HOST:PORT, e.g. node001:12345")
+        if a.process_id >= a.num_processes:
+            raise UsageError(f"--process-id {a.process_id} must be below --num-processes {a.num_processes}")
+    import jax
+
+    # CPU devices of several processes talk through gloo; GPUs use NCCL whatever this says.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator_address=a.coordinator, num_processes=a.num_processes,
+                                   process_id=a.process_id)
+    except (ValueError, RuntimeError) as err:
+        raise UsageError(f"cannot join the multi-process run ({_one_line(err)}); give --coordinator,"
+                         " --num-processes and --process-id, or run inside a cluster job (e.g. srun)") from None
+    return True
+
+
+def _with_devices(cfg, devices: str | None, log, distributed: bool = False):
+    """``cfg`` with its mesh for ``--devices`` (``auto``: every device; N: the first N).  A
+    multi-process run whose config keeps the default one-device mesh uses every device."""
+    if devices is None and distributed and (cfg.mesh.batch, cfg.mesh.expert) == (1, 1):
+        devices = "auto"
+    if devices is None:
+        return cfg
+    import dataclasses
+
+    import jax
+
+    from .sharding import auto_split
+    from .training.config import MeshConfig, n_experts
+
+    if devices == "auto":
+        n = jax.device_count()
+    elif devices.isdigit() and int(devices) >= 1:
+        n = int(devices)
+        if n > jax.device_count():
+            raise UsageError(f"--devices {n}: there are {jax.device_count()} devices; give at most that, or auto")
+    else:
+        raise UsageError(f"--devices must be auto or a number of devices >= 1, got {devices!r}")
+    batch, expert = auto_split(n, n_experts(cfg), cfg.optim.batch)
+    if batch * expert < n:
+        log(f"--devices {devices}: {n} devices, of which a mesh of batch {batch} x expert {expert} can use"
+            f" {batch * expert} ({n_experts(cfg)} expert(s), optim.batch {cfg.optim.batch})")
+    return dataclasses.replace(cfg, mesh=MeshConfig(batch, expert))
+
+
 def _cmd_train(a) -> int:
     from .training.config import load_config
     from .training.loop import train
 
     log = (lambda s: None) if a.quiet else print
+    distributed = _distributed(a)
+    if distributed:
+        import jax
+
+        if jax.process_index() != 0:
+            log = lambda s: None  # noqa: E731
     if a.resume:
         if a.config or a.set or a.init_from or a.out:
             raise UsageError("--resume continues a run in its directory with its saved config; drop"
@@ -131,13 +197,13 @@ def _cmd_train(a) -> int:
         if not (Path(a.resume) / "config.yaml").is_file():
             raise FileNotFoundError(f"{a.resume} is not a run directory (no config.yaml); give the --out"
                                     " directory of a `pihc train` run")
-        cfg = load_config(Path(a.resume) / "config.yaml")
+        cfg = _with_devices(load_config(Path(a.resume) / "config.yaml"), a.devices, log, distributed)
         run = train(cfg, a.resume, max_steps=a.max_steps, resume=True, progress=not a.quiet, log=log)
     else:
         if not a.config:
             raise UsageError("give --config FILE or a built-in config name (see configs/), or --resume RUN_DIR")
         overrides = list(a.set) + ([f"model.init_from={a.init_from}"] if a.init_from else [])
-        cfg = load_config(a.config, overrides)
+        cfg = _with_devices(load_config(a.config, overrides), a.devices, log, distributed)
         out = a.out or str(Path("runs") / Path(a.config).stem)
         run = train(cfg, out, max_steps=a.max_steps, progress=not a.quiet, log=log)
     print(json.dumps(_train_summary(Path(run))))
@@ -208,6 +274,7 @@ BENCHMARK_HELP = {
     "ns-small-grid-floor": "the discretisation floor of coarse Navier-Stokes grids",
     "ns-constraint": "the constraint layer at the paper's Navier-Stokes size (forward + backward)",
     "speed-points": "training-step and inference time against the number of sampled points",
+    "scaling": "the constraint layer and a training step over 1-8 devices, and a cost model for GPUs and hosts",
 }
 BENCHMARKS = {
     "constraint": "constraint_scaling",
@@ -221,6 +288,7 @@ BENCHMARKS = {
     "ns-small-grid-floor": "ns_small_grid_floor",
     "ns-constraint": "ns_constraint_speed",
     "speed-points": "speed_points",
+    "scaling": "scaling",
 }
 
 
@@ -378,6 +446,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init-from", metavar="RUN_DIR",
                    help="start from the backbone of a trained run, e.g. one on a coarser grid"
                         " (same as --set model.init_from=RUN_DIR)")
+    t.add_argument("--devices", metavar="auto|N",
+                   help="train on a mesh of this many devices (auto: all), split between the experts and the"
+                        " batch (sets the config's mesh; see docs/scaling.md); also with --resume")
+    t.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="multi-host run: the address of process 0 (with --num-processes and --process-id)")
+    t.add_argument("--num-processes", type=positive, metavar="P", help="multi-host run: how many processes")
+    t.add_argument("--process-id", type=non_negative, metavar="I", help="multi-host run: this process, 0 .. P-1")
+    t.add_argument("--distributed", action="store_true",
+                   help="multi-host run configured by the cluster's environment (SLURM, Open MPI)")
     t.add_argument("--quiet", action="store_true", help="no progress bar or log lines; only the summary")
     t.set_defaults(func=_cmd_train)
 

@@ -23,9 +23,12 @@ solution on block ``k`` is ``u = B w_k + offset``.  One expert is PI-HC.
 The parts: a :class:`~pihc.sampling.PointSampler` draws the points; an
 :class:`ExpertsProblem` (the experts' problems as functions of the basis, the
 PDE and ``u0``) is solved by a :class:`~pihc.least_squares.LevenbergMarquardt`
-per expert (``vmap``: the experts share nothing, so they can be sharded over
-devices along the expert axis) and differentiated by an adjoint object
-(:mod:`pihc.adjoint`); the layer assembles ``u``.
+per expert and differentiated by an adjoint object (:mod:`pihc.adjoint`);
+the layer assembles ``u``.  The experts share nothing, so their solves are a
+``vmap`` on one device and, given a ``mesh`` (:mod:`pihc.sharding`), a
+:func:`jax.shard_map` over its ``expert`` axis: each device runs the loops of
+its ``K/E`` experts (vmapped) to their own convergence, never waiting for
+another device's experts.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .adjoint import AbstractAdjoint, StructuredAdjoint
@@ -48,6 +52,7 @@ from .linearise import InitialCondition, Linearisation, RowMap, linearise_parame
 from .partition import blend_windows, check_splits, partition, unpartition
 from .pdes.base import PDE
 from .sampling import PointSampler, sampling_domains
+from .sharding import EXPERT
 
 __all__ = ["ConstrainedSolution", "ExpertsProblem", "HardConstraint", "RowScope", "Start"]
 
@@ -103,6 +108,7 @@ class ExpertsProblem(eqx.Module):
     row_scale: Float[Array, "K n_rows"]
     pde_scale: float = eqx.field(static=True)
     ridge: float = eqx.field(static=True)
+    mesh: Mesh | None = eqx.field(static=True, default=None)
 
     def linearise(self) -> Linearisation:
         """The terms at every expert's points and the rows, in one pass over the basis columns."""
@@ -123,7 +129,7 @@ class ExpertsProblem(eqx.Module):
                 gram = p.rows_gram()
                 return solver.solve(lambda v: p.normal_equations(v, gram), p.row_fit(gram) if w is None else w)
 
-            sol = _vmap_experts(one, self.experts(lin), w0)
+            sol = _replicated(_vmap_experts(one, self.experts(lin), w0, mesh=self.mesh), self.mesh)
         return sol, lin
 
     def optimality(self, W: Float[Array, "K N"]) -> Float[Array, "K N"]:
@@ -135,19 +141,20 @@ class ExpertsProblem(eqx.Module):
         """The structured adjoint (class docstring); ``lin`` is the forward pass's linearisation."""
         with jax.named_scope("pihc.constraint.solve"):
             experts = self.experts(lin)
-            a_v, a_w, v = _vmap_experts(lambda p, w, s, ct: p.adjoint_factors(w, s, ct, p.rows_gram()),
-                                        experts, W, status, ct_W)
+            # The factors are all-gathered once, here: the transposed stencils below read them in a loop.
+            a_v, a_w, v = _replicated(_vmap_experts(lambda p, w, s, ct: p.adjoint_factors(w, s, ct, p.rows_gram()),
+                                                    experts, W, status, ct_W, mesh=self.mesh), self.mesh)
             ok = (status == RESULTS.successful)[:, None]
             W_ok = jnp.where(ok, W, 0.0)  # a failed solve's w may be NaN; its v is 0
             # The PDE's constants also enter F itself, per expert; summed over the experts.
             ct_pde_F = jax.tree.map(
                 lambda c: jnp.sum(jnp.where(ok.reshape((-1,) + (1,) * (c.ndim - 1)), c, 0.0), axis=0),
-                _vmap_experts(ExpertProblem.pde_cotangent, experts, W_ok, v))
+                _vmap_experts(ExpertProblem.pde_cotangent, experts, W_ok, v, mesh=self.mesh))
         with jax.named_scope("pihc.constraint.problems"):
             dynamic, static = eqx.partition(self.row_map, eqx.is_inexact_array)
             # The 2K left factors with their expert's points and right factors (v_k, then w_k).
             factors = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), a_v, a_w)
-            pts = jnp.concatenate([self.points, self.points])
+            pts = _replicated(jnp.concatenate([self.points, self.points]), self.mesh)  # read in the loop below
             right = jnp.concatenate([v, W_ok])
 
             def transposed(xs):  # L_k^T(a), one field at a time (as linearise._columns does)
@@ -175,10 +182,44 @@ class ExpertsProblem(eqx.Module):
                            is_leaf=lambda x: x is None)
 
 
-def _vmap_experts(fn, problem: ExpertProblem, *per_expert):
-    """``fn(problem_k, *args_k)`` for every expert: the problem's per-expert arrays mapped, the rest shared."""
+def _vmap_experts(fn, problem: ExpertProblem, *per_expert, mesh: Mesh | None = None):
+    """``fn(problem_k, *args_k)`` for every expert: the problem's per-expert arrays mapped, the rest shared.
+
+    With a ``mesh``, under :func:`jax.shard_map` over its ``expert`` axis:
+    each device maps ``fn`` over its own ``K/E`` experts (their per-expert
+    arrays are its blocks of the stacked ones; the shared arrays are
+    replicated), and the outputs (leading axis ``K``) stay split along
+    ``expert``.  Nothing in ``fn`` communicates, so a ``while_loop`` in it
+    runs on each device until that device's experts are done.
+    """
     in_axes = (_expert_axes(problem),) + tuple(None if a is None else 0 for a in per_expert)
-    return jax.vmap(fn, in_axes=in_axes)(problem, *per_expert)
+    mapped = jax.vmap(fn, in_axes=in_axes)
+    if mesh is None:
+        return mapped(problem, *per_expert)
+    args = (problem, *per_expert)
+    is_none = lambda x: x is None  # noqa: E731
+    leaves, treedef = jax.tree.flatten(args, is_leaf=is_none)
+    axes = jax.tree.leaves(in_axes, is_leaf=is_none)
+    arrays = [i for i, x in enumerate(leaves) if eqx.is_array(x)]
+
+    def local(*blocks):  # one device's experts; the non-array leaves are static
+        filled = list(leaves)
+        for i, b in zip(arrays, blocks):
+            filled[i] = b
+        return mapped(*jax.tree.unflatten(treedef, filled))
+
+    specs = tuple(PartitionSpec(EXPERT) if axes[i] == 0 else PartitionSpec() for i in arrays)
+    return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(EXPERT),
+                         check_vma=False)(*[leaves[i] for i in arrays])
+
+
+def _replicated(tree, mesh: Mesh | None):
+    """``tree`` on every device of the ``expert`` axis (an all-gather of the experts' blocks; under the
+    samples' ``vmap(spmd_axis_name=...)`` still split along the samples' axis)."""
+    if mesh is None:
+        return tree
+    arrays, rest = eqx.partition(tree, eqx.is_array)
+    return eqx.combine(jax.lax.with_sharding_constraint(arrays, NamedSharding(mesh, PartitionSpec())), rest)
 
 
 def _expert_axes(problem: ExpertProblem):
@@ -228,6 +269,12 @@ class HardConstraint(eqx.Module):
             :class:`~pihc.adjoint.StructuredAdjoint` (default; see
             :class:`ExpertsProblem`) or :class:`~pihc.adjoint.ImplicitAdjoint`
             (generic autodiff of the optimality condition, the reference).
+        mesh: a :class:`jax.sharding.Mesh` with an ``expert`` axis
+            (:func:`~pihc.sharding.device_mesh`) whose size divides the
+            number of experts: the experts' solves, and the per-expert parts
+            of their adjoint, run under :func:`jax.shard_map` along it
+            (module docstring).  Default None: one device, ``vmap``.  The
+            values are the same either way.
 
     Raises:
         GridError: ``splits`` does not divide the grid.
@@ -247,6 +294,7 @@ class HardConstraint(eqx.Module):
     overlap: tuple[int, ...] | None = eqx.field(static=True, default=None)
     blend: bool = eqx.field(static=True, default=False)
     adjoint: AbstractAdjoint = eqx.field(static=True, default=StructuredAdjoint())
+    mesh: Mesh | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         _check_choice("row_scope", self.row_scope, RowScope)
@@ -273,6 +321,12 @@ class HardConstraint(eqx.Module):
             self.sampler()
         except ValueError as err:
             raise ValueError(f"{err} (grid {self.grid.shape}, splits {self.splits})") from None
+        if self.mesh is not None:
+            if EXPERT not in self.mesh.axis_names:
+                raise ValueError(f"mesh needs an axis named {EXPERT!r}; it has {self.mesh.axis_names}")
+            if self.n_experts % self.mesh.shape[EXPERT]:
+                raise ValueError(f"the mesh's {EXPERT} axis ({self.mesh.shape[EXPERT]} devices) does not divide"
+                                 f" the {self.n_experts} expert(s) of splits {self.splits}")
 
     @property
     def n_experts(self) -> int:
@@ -287,8 +341,13 @@ class HardConstraint(eqx.Module):
         is that problem (its points drawn uniformly over the grid).
         PI-HC-MoE's training uses it for ``constraint.global_steps``.
         """
+        one = self.mesh is None or self.mesh.shape[EXPERT] == 1
         return dataclasses.replace(self, splits=(1,) * self.grid.ndim, overlap=None, blend=False,
-                                   n_points=self.n_points * self.n_experts)
+                                   n_points=self.n_points * self.n_experts, mesh=self.mesh if one else None)
+
+    def on_mesh(self, mesh: Mesh | None) -> "HardConstraint":
+        """This layer with its experts' solves sharded along ``mesh``'s ``expert`` axis (None: one device)."""
+        return dataclasses.replace(self, mesh=mesh)
 
     def windows(self) -> np.ndarray:
         """(K, *grid): each expert's share of the blended prediction, summing to 1 (see ``blend``)."""
@@ -335,7 +394,7 @@ class HardConstraint(eqx.Module):
             B, offset = parametrise(self.pde, basis.astype(jnp.float64), u0, self.grid, self.initial_condition)
             return ExpertsProblem(B, offset, RowMap(self.pde, u0, self.grid), points,
                                   jnp.asarray(self.row_scale()), math.sqrt(self.row_weights.pde / self.n_points),
-                                  self.row_weights.ridge)
+                                  self.row_weights.ridge, self.mesh)
 
     def __call__(self, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"],
                  key: PRNGKeyArray) -> ConstrainedSolution:

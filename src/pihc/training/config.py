@@ -18,6 +18,7 @@ from ..constraint import HardConstraint, RowScope, Start
 from ..experts import RowWeights
 from ..least_squares import LevenbergMarquardt
 from ..linearise import InitialCondition
+from ..sharding import MeshError, check_mesh
 
 
 class ConfigError(ValueError):
@@ -106,6 +107,7 @@ class ModelConfig:
     n_basis: int = 16
     padding: tuple[int, ...] = (0, 0)
     init_from: str | None = None
+    dtype: typing.Literal["float32", "float64"] = "float32"
 
 
 def _layer_default(name: str):
@@ -208,6 +210,21 @@ class RunConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """The devices a run trains on (:mod:`pihc.sharding`): a ``batch x expert`` mesh.
+
+    ``batch`` devices split each step's samples (it must divide
+    ``optim.batch``); ``expert`` devices split the constraint's experts (it
+    must divide their number).  Default: one device.  It is not part of
+    what a checkpoint must match: a run resumes on any mesh
+    (``pihc train --resume RUN --devices auto``).
+    """
+
+    batch: int = 1
+    expert: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A run's configuration.
 
@@ -225,6 +242,12 @@ class Config:
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     run: RunConfig = RunConfig()
+    mesh: MeshConfig = MeshConfig()
+
+
+def n_experts(cfg: Config) -> int:
+    """How many expert solves each sample's constraint has (1 for PI-HC and, with none, PI-SC)."""
+    return math.prod(cfg.constraint.splits) if cfg.model.method == "moe" else 1
 
 
 def _coerce(tp, value, where: str):
@@ -440,6 +463,13 @@ def validate(cfg: Config) -> None:
     for name in ("pde", "initial", "boundary"):
         if getattr(cfg.loss, name) < 0:
             raise ConfigError(f"loss.{name} must be >= 0, got {getattr(cfg.loss, name)}")
+    try:
+        for name in ("batch", "expert"):
+            if getattr(cfg.mesh, name) < 1:
+                raise MeshError(f"mesh.{name} must be >= 1, got {getattr(cfg.mesh, name)}")
+        check_mesh(cfg.mesh.batch, cfg.mesh.expert, n_experts(cfg), cfg.optim.batch)
+    except MeshError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _check_finite(node, where: str) -> None:
@@ -486,8 +516,10 @@ def check_unchanged(cfg: Config, meta: dict, run_dir: Path) -> None:
     checkpoint metadata ``meta``; the message names every changed key."""
     if "config" not in meta:
         return
-    # Keys added to the config since the checkpoint was written read as their defaults.
-    changes = config_changes(_merged(config_json(Config()), meta["config"]), config_json(cfg))
+    # Keys added to the config since the checkpoint was written read as their defaults; the mesh says
+    # where a run computes, not what: a run resumes on any number of devices.
+    changes = [c for c in config_changes(_merged(config_json(Config()), meta["config"]), config_json(cfg))
+               if not c[0].startswith("mesh.")]
     if changes:
         shown = "; ".join(f"{k}: {a!r} when trained, {b!r} now" for k, a, b in changes[:8])
         more = f" and {len(changes) - 8} more" if len(changes) > 8 else ""

@@ -13,10 +13,19 @@ which every sample's solve failed, stops the run (:class:`DivergenceError`):
 the step is recorded in ``metrics.jsonl`` and the checkpoint holds the
 last finite state, never the bad one.  An interrupt (Ctrl-C, or SIGTERM
 through the command line) saves the last finished step before it stops.
+
+On a device mesh (``cfg.mesh``, :mod:`pihc.sharding`) the step is data
+parallel along ``batch`` and shards the experts along ``expert``; the
+batch of a step is the same whatever the mesh, so a run can resume on
+another number of devices.  In a run of several processes
+(:func:`jax.distributed.initialize`) every process computes its devices'
+share of each step and reads only its devices' samples; process 0 alone
+writes the run directory (lock, config, metrics, checkpoints).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -31,7 +40,8 @@ import optax
 from ..files import check_writable
 from ..least_squares import require_x64
 from ..partition import check_splits
-from .config import Config, config_json, validate
+from ..sharding import MeshError, device_mesh, replicated, sharded_batch
+from .config import Config, ConfigError, config_json, validate
 from .data import PreparedData, has_reference, load_fields, load_initial, model_grids, prepare_data
 from .io import CHECKPOINT, MetricsLog, save_checkpoint
 from .model import build_model, check_init_from, load_backbone
@@ -63,7 +73,13 @@ def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, res
     run_dir = Path(run_dir)
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps} (leave it unset to train to optim.steps)")
-    check_writable(run_dir, "run directory", directory=True)
+    mesh = run_mesh(cfg)
+    primary = jax.process_index() == 0
+    if not primary:  # process 0 owns the run directory; the others only read it
+        log = lambda s: None  # noqa: E731
+        progress = False
+    else:
+        check_writable(run_dir, "run directory", directory=True)
     check_resumable(run_dir, resume)
     src_cfg = None if resume else check_init_from(cfg)
     grid = model_grids(cfg)[0]  # the problem refuses a grid it cannot live on: before any compute
@@ -76,20 +92,64 @@ def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, res
         model = load_backbone(model, cfg.model.init_from, src_cfg, data.pde, log)
     optimizer = make_optimizer(cfg)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    u0_train = load_initial(cfg, data, data.train_idx)  # a bad sample is refused before the run directory is made
-    with RunLock(run_dir):
+    # A bad sample is refused before the run directory is made.  Several processes: each reads
+    # its own samples, step by step.
+    u0_train = load_initial(cfg, data, data.train_idx) if jax.process_count() == 1 else None
+    with RunLock(run_dir) if primary else contextlib.nullcontext():
         if resume:
-            model, opt_state, start = resume_run(cfg, run_dir, model, opt_state, log)
-        else:
+            model, opt_state, start = resume_run(cfg, run_dir, model, opt_state, log, primary=primary)
+        elif primary:
             start_run(cfg, run_dir, data, log)
+            start = 0
+        else:
             start = 0
         end = cfg.optim.steps if max_steps is None else min(cfg.optim.steps, start + max_steps)
         if start >= end:
             log(f"{run_dir} has finished all {cfg.optim.steps} steps (optim.steps); nothing to train")
         else:
             run_steps(cfg, run_dir, data, optimizer, model, opt_state, start, end, progress=progress,
-                      saved=start if resume else None, log=log, u0_train=u0_train)
+                      saved=start if resume else None, log=log, u0_train=u0_train, mesh=mesh)
     return run_dir
+
+
+def run_mesh(cfg: Config) -> jax.sharding.Mesh | None:
+    """The mesh of ``cfg.mesh`` on this run's devices (every process's, in a multi-host run); None
+    for one device in one process (the one-device step).  Raises ConfigError, before any compute,
+    for a mesh the devices cannot take."""
+    b, e = cfg.mesh.batch, cfg.mesh.expert
+    if b * e == 1 and jax.process_count() == 1:
+        return None
+    try:
+        if jax.process_count() > 1 and b * e != jax.device_count():
+            raise MeshError(f"mesh {{batch: {b}, expert: {e}}} uses {b * e} of the {jax.device_count()} devices"
+                            f" of the {jax.process_count()} processes; a multi-host run uses them all"
+                            " (give --devices auto, or a mesh whose batch x expert is the number of devices)")
+        return device_mesh(b, e)
+    except MeshError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _on_mesh(tree, mesh):
+    """``tree``'s arrays as global arrays replicated on ``mesh`` (made from the host copy every
+    process holds, so it works across processes)."""
+    sharding = replicated(mesh)
+
+    def put(x):
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(lambda x: put(x) if eqx.is_array(x) else x, tree)
+
+
+def _step_batch(mesh, idx: np.ndarray, keys, rows: Callable[[np.ndarray], np.ndarray], space: tuple[int, ...]):
+    """``(u0, keys)`` of a step split along the mesh's ``batch`` axis; each process calls ``rows``
+    (training samples -> their initial conditions) only for its own devices' samples."""
+    sharding = sharded_batch(mesh)
+    u0 = jax.make_array_from_callback((len(idx),) + space, sharding,
+                                      lambda index: np.asarray(rows(idx[index[0]]), np.float64))
+    data = np.asarray(jax.random.key_data(keys))
+    raw = jax.make_array_from_callback(data.shape, sharding, lambda index: data[index])
+    return u0, jax.random.wrap_key_data(raw, impl=jax.random.key_impl(keys))
 
 
 def _bad_step(rec: dict, batch: int) -> list[str]:
@@ -107,8 +167,8 @@ def _bad_step(rec: dict, batch: int) -> list[str]:
 
 def run_steps(cfg: Config, run_dir: Path, data: PreparedData, optimizer: optax.GradientTransformation,
               model: eqx.Module, opt_state, start: int, end: int, *, progress: bool = True,
-              saved: int | None = None, log: Callable[[str], None] = print, u0_train=None
-              ) -> tuple[eqx.Module, object]:
+              saved: int | None = None, log: Callable[[str], None] = print, u0_train=None,
+              mesh: jax.sharding.Mesh | None = None) -> tuple[eqx.Module, object]:
     """Steps ``start + 1 .. end`` of the run in ``run_dir``, from ``(model, opt_state)`` after ``start``
     steps; returns them after ``end``.
 
@@ -117,7 +177,8 @@ def run_steps(cfg: Config, run_dir: Path, data: PreparedData, optimizer: optax.G
     first ``constraint.global_steps`` steps solve with the experts tied into
     one problem.  ``saved``: the step of the checkpoint already on disk
     (None: there is none).  ``u0_train``: the training samples' initial
-    conditions, if already loaded.
+    conditions, if already loaded.  ``mesh``: train on it (:func:`run_mesh`); in a run of several
+    processes only process 0 writes.
 
     A step that is not finite, or whose every solve failed, is logged (its
     non-finite numbers as null, with a ``stopped`` reason), the state before
@@ -126,19 +187,31 @@ def run_steps(cfg: Config, run_dir: Path, data: PreparedData, optimizer: optax.G
     (KeyboardInterrupt) checkpoints the last finished step and re-raises.
     """
     ckpt = run_dir / CHECKPOINT
+    primary = jax.process_index() == 0
     metrics = MetricsLog(run_dir / METRICS)
-    u0_train = jnp.asarray(load_initial(cfg, data, data.train_idx) if u0_train is None else u0_train)
-    step_fn = make_step(cfg, optimizer, data.pde, data.grid)
+    if u0_train is None and jax.process_count() == 1:
+        u0_train = load_initial(cfg, data, data.train_idx)
+    if u0_train is not None:
+        u0_train = np.asarray(u0_train)
+        rows = lambda ix: u0_train[ix]  # noqa: E731
+    else:  # several processes: each loads its devices' samples of each step
+        rows = lambda ix: load_initial(cfg, data, data.train_idx[ix])  # noqa: E731
+    step_fn = make_step(cfg, optimizer, data.pde, data.grid, mesh=mesh)
     n_tied = cfg.constraint.global_steps  # validated: 0 unless method is moe
-    tied_fn = make_step(cfg, optimizer, data.pde, data.grid, model.constraint.tied()) if start < n_tied else None
+    tied_fn = make_step(cfg, optimizer, data.pde, data.grid, model.constraint.tied(), mesh=mesh) \
+        if start < n_tied else None
     schedule = learning_rate_schedule(cfg)
     config = config_json(cfg)
     every = cfg.run.eval_every
     heldout = _heldout_error(cfg, data, log) if every > 0 and end // every > start // every else None
+    if mesh is not None:
+        model, opt_state = _on_mesh((model, opt_state), mesh)
+    u0_one = None if mesh is not None else jnp.asarray(u0_train)
 
     def save(done: int, model, opt_state) -> None:
         nonlocal saved
-        save_checkpoint(ckpt, (model, opt_state), {"step": done, "config": config})
+        if primary:  # the arrays are replicated: process 0's copy is the state
+            save_checkpoint(ckpt, (model, opt_state), {"step": done, "config": config})
         saved = done
 
     bar = None
@@ -151,8 +224,11 @@ def run_steps(cfg: Config, run_dir: Path, data: PreparedData, optimizer: optax.G
         for step in range(start, end):
             idx, keys = step_inputs(cfg, step, len(data.train_idx))
             t0 = time.perf_counter()
-            new_model, new_state, aux = (tied_fn if step < n_tied else step_fn)(state[1], state[2],
-                                                                               u0_train[idx], keys)
+            if mesh is None:
+                u0, keys = u0_one[idx], keys
+            else:
+                u0, keys = _step_batch(mesh, idx, keys, rows, data.grid.shape[1:])
+            new_model, new_state, aux = (tied_fn if step < n_tied else step_fn)(state[1], state[2], u0, keys)
             aux = jax.device_get(aux)
             dt = time.perf_counter() - t0
             rec = {"step": step + 1, "step_time_s": dt, "lr": float(schedule(step))}
@@ -165,7 +241,8 @@ def run_steps(cfg: Config, run_dir: Path, data: PreparedData, optimizer: optax.G
                 rec["heldout_rel_l2"] = heldout(new_model)
             if why:
                 rec["stopped"] = "; ".join(why)
-            metrics.append(rec)
+            if primary:
+                metrics.append(rec)
             if why:
                 _stop(cfg, run_dir, step, why, state, saved, save)
             state = (step + 1, new_model, new_state)

@@ -36,7 +36,7 @@ def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
     out = 1 if mc.method == "sc" else mc.n_basis
     try:
         backbone = FNO(grid.ndim + 1, out, width=mc.width, modes=tuple(mc.modes), n_layers=mc.layers,
-                       padding=tuple(mc.padding), key=key)
+                       padding=tuple(mc.padding), key=key, dtype=mc.dtype)
         backbone.check(grid.shape)
     except ValueError as err:
         raise ConfigError(f"model (modes {tuple(mc.modes)}, padding {tuple(mc.padding)}) does not fit"
@@ -76,7 +76,7 @@ def _backbone_signature(cfg: Config) -> dict:
     """What a backbone's array shapes depend on (the grid is not among them)."""
     mc = cfg.model
     return {"width": mc.width, "modes": tuple(mc.modes), "layers": mc.layers, "padding": tuple(mc.padding),
-            "outputs": 1 if mc.method == "sc" else mc.n_basis}
+            "outputs": 1 if mc.method == "sc" else mc.n_basis, "dtype": mc.dtype}
 
 
 def check_init_from(cfg: Config) -> Config | None:

@@ -117,17 +117,20 @@ def _remove_temps(run_dir: Path, log: Callable[[str], None]) -> None:
         log(f"removed {len(removed)} temporary file(s) left in {run_dir} by a killed process")
 
 
-def resume_run(cfg: Config, run_dir: Path, model: eqx.Module, opt_state, log: Callable[[str], None] = print
-               ) -> tuple[eqx.Module, object, int]:
+def resume_run(cfg: Config, run_dir: Path, model: eqx.Module, opt_state, log: Callable[[str], None] = print,
+               *, primary: bool = True) -> tuple[eqx.Module, object, int]:
     """``(model, opt_state, step)`` of ``run_dir``'s checkpoint (``model`` and ``opt_state``: the
     templates it is read into), after checking that ``cfg`` is the config it was trained with,
     removing temporary files of killed writers and dropping the metrics lines of steps beyond
-    ``step`` (and a last line torn by a kill)."""
+    ``step`` (and a last line torn by a kill).  ``primary`` False (processes other than 0 of a
+    multi-host run): only read the checkpoint; the directory is process 0's."""
     ckpt = run_dir / CHECKPOINT
     check_unchanged(cfg, read_checkpoint_meta(ckpt), run_dir)  # names the keys, before a shape mismatch could
     (model, opt_state), meta = load_checkpoint(ckpt, (model, opt_state))
-    _remove_temps(run_dir, log)
     start = meta["step"]
+    if not primary:
+        return model, opt_state, start
+    _remove_temps(run_dir, log)
     if MetricsLog(run_dir / METRICS).truncate_after(start):
         log(f"dropped the last line of {run_dir / METRICS}, torn when the run was killed")
     log(f"resuming {run_dir} from step {start}")

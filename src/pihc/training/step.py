@@ -10,6 +10,12 @@ loss and gradient; they are never used as if converged.  A step in which
 every sample's solve failed changes nothing (``skipped_update`` = 1).  The
 step also says whether the state it returns is finite (``finite_state``),
 so that a non-finite state is never saved.
+
+On a device mesh (:mod:`pihc.sharding`) the same step is data parallel
+along ``batch`` (the samples split across the mesh's rows, the gradient
+summed across them by XLA's partitioner) and shards the constraint's
+experts along ``expert``; the parameters, the optimiser state and the
+metrics are replicated on every device.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from ..constraint import HardConstraint
 from ..grid import Grid, GridError
 from ..losses import LossWeights, physics_loss
 from ..pdes.base import PDE
+from ..sharding import BATCH, EXPERT, replicated
 from .config import Config, ConfigError
 
 
@@ -39,9 +46,12 @@ def loss_grid(cfg: Config, grid: Grid) -> tuple[Grid, dict[str, int]]:
                           ) from None
 
 
-def _batch_loss(model, u0, keys, pde, grid, weights, coarse=None):
-    """The mean physics loss over the samples whose solves converged, and the step's metrics."""
-    pred = jax.vmap(lambda a, k: model(a, k))(u0, keys)
+def _batch_loss(model, u0, keys, pde, grid, weights, coarse=None, spmd_axis_name=None):
+    """The mean physics loss over the samples whose solves converged, and the step's metrics.
+
+    ``spmd_axis_name``: the mesh axis the samples are split along (the
+    constraint's ``shard_map`` then maps its blocks of them)."""
+    pred = jax.vmap(lambda a, k: model(a, k), spmd_axis_name=spmd_axis_name)(u0, keys)
     if pred.constrained is not None:
         status = pred.constrained.solution.status  # (B, K)
         ok = jnp.all(status == 0, axis=-1)
@@ -68,21 +78,33 @@ def _batch_loss(model, u0, keys, pde, grid, weights, coarse=None):
     return loss, aux
 
 
-def make_step(cfg: Config, optimizer, pde: PDE, grid: Grid, constraint: HardConstraint | None = None):
+def make_step(cfg: Config, optimizer, pde: PDE, grid: Grid, constraint: HardConstraint | None = None,
+              mesh: jax.sharding.Mesh | None = None):
     """The jitted training step ``(model, opt_state, u0, keys) -> (model, opt_state, aux)``.
 
     ``constraint``: solve with this constraint in place of the model's own
     (``constraint.global_steps``: the experts tied into one problem).  Only
     the forward pass changes; the parameters, their gradients and the
     optimiser state keep the model's structure.
+
+    ``mesh``: a ``batch x expert`` mesh (:func:`~pihc.sharding.device_mesh`);
+    ``u0`` and ``keys`` then come split along ``batch``
+    (:func:`~pihc.sharding.sharded_batch`), the model and optimiser state
+    replicated (:func:`~pihc.sharding.replicated`), and so they leave.
+    None: today's one-device step.
     """
     weights = LossWeights(cfg.loss.pde, cfg.loss.initial, cfg.loss.boundary)
     coarse = loss_grid(cfg, grid) if cfg.loss.coarsen is not None else None
+    spmd = None if mesh is None else BATCH
 
     def loss_fn(model, u0, keys):
         if constraint is not None:
             model = eqx.tree_at(lambda m: m.constraint, model, constraint)
-        return _batch_loss(model, u0, keys, pde, grid, weights, coarse)
+        if mesh is not None and isinstance(getattr(model, "constraint", None), HardConstraint):
+            layer = model.constraint  # one expert (tied) on several expert devices: not sharded
+            model = eqx.tree_at(lambda m: m.constraint, model,
+                                layer.on_mesh(mesh if layer.n_experts % mesh.shape[EXPERT] == 0 else None))
+        return _batch_loss(model, u0, keys, pde, grid, weights, coarse, spmd)
 
     @eqx.filter_jit
     def step(model, opt_state, u0, keys):
@@ -106,9 +128,16 @@ def make_step(cfg: Config, optimizer, pde: PDE, grid: Grid, constraint: HardCons
         # Checked by the loop before the state can reach a checkpoint (an update
         # can overflow to Inf with a finite loss and gradient, e.g. a huge lr).
         aux["finite_state"] = _all_finite((eqx.filter(model, eqx.is_inexact_array), opt_state))
+        if mesh is not None:  # the same parameters, state and metrics on every device
+            model, opt_state, aux = _replicate((model, opt_state, aux), mesh)
         return model, opt_state, aux
 
     return step
+
+
+def _replicate(tree, mesh):
+    arrays, rest = eqx.partition(tree, eqx.is_array)
+    return eqx.combine(jax.lax.with_sharding_constraint(arrays, replicated(mesh)), rest)
 
 
 def _all_finite(tree) -> jax.Array:
