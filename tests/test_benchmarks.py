@@ -88,7 +88,7 @@ def test_speed_points_times_each_variant_and_skips_points_a_block_cannot_hold(tm
     from pihc.training.config import save_config
 
     save_config(tiny_config(tmp_path, "moe"), tmp_path / "tiny.yaml")
-    _run_benchmark("speed_points", "--config", tmp_path / "tiny.yaml", "--points", 8, 200, "--repeats", 1,
+    _run_benchmark("speed_points", "--config", tmp_path / "tiny.yaml", "--points", 8, 300, "--repeats", 1,
                    "--out", tmp_path / "speed.json", monkeypatch=monkeypatch)
     out = json.loads((tmp_path / "speed.json").read_text())
     rows = {(r["points"], r["variant"]): r for r in out["rows"]}
@@ -96,11 +96,11 @@ def test_speed_points_times_each_variant_and_skips_points_a_block_cannot_hold(tm
     assert rows[8, "hc"]["experts"] == 1 and rows[8, "moe"]["experts"] == 2
     for v in ("hc", "moe", "moe_split"):
         assert rows[8, v]["train_s"] > 0 and rows[8, v]["infer_s"] > 0 and rows[8, v]["failed_solves"] == 0
-        assert rows[8, v]["speedup_over_hc_train" if v != "hc" else "train_s"] > 0
-    # The tiny grid (9 x 32) has 8 x 32 = 256 residual points: 200 fit one global solve and 100 per expert
-    # in each of the two blocks of 8 x 16 = 128, but 200 per expert do not.
-    assert "train_s" in rows[200, "hc"] and "train_s" in rows[200, "moe_split"]
-    assert "skipped" in rows[200, "moe"] and "train_s" not in rows[200, "moe"]
+    assert rows[8, "moe"]["speedup_over_hc_train"] == rows[8, "hc"]["train_s"] / rows[8, "moe"]["train_s"]
+    # The tiny grid (9 x 32) has 8 x 32 = 256 residual points, 128 in each expert's block of 8 x 16: 300
+    # points fit neither one global solve, nor 300 or 150 per expert; each variant is skipped, saying why.
+    for v, n in (("hc", 300), ("moe", 300), ("moe_split", 150)):
+        assert f"{n} points per expert requested" in rows[300, v]["skipped"] and "train_s" not in rows[300, v]
     assert (tmp_path / "speed.png").stat().st_size > 0
 
 
