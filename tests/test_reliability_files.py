@@ -165,3 +165,11 @@ def test_output_paths_are_checked_before_compute(tmp_path):
     with pytest.raises(PathError, match=f"cannot be created: {f} is a file"):
         check_writable(f / "out.json", "--json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # the probe file is gone
+
+
+def test_an_output_under_a_broken_symbolic_link_is_refused_naming_the_link(tmp_path):
+    (tmp_path / "data").symlink_to(tmp_path / "gone")
+    with pytest.raises(PathError, match=r"data is a symbolic link to .*gone, which does not exist; fix or remove"):
+        check_writable(tmp_path / "data" / "ds.h5", "data.path")
+    (tmp_path / "gone").mkdir()  # the link mended: the path is writable
+    check_writable(tmp_path / "data" / "ds.h5", "data.path")

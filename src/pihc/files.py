@@ -123,6 +123,9 @@ def check_writable(path: str | Path, what: str, *, directory: bool = False) -> N
             raise PathError(f"{what} {path} is a directory; give a file name")
     parent = path if directory and path.is_dir() else path.parent
     while not parent.exists():
+        if parent.is_symlink():  # exists() follows links: this one points nowhere
+            raise PathError(f"{what} {path} cannot be created: {parent} is a symbolic link to"
+                            f" {os.readlink(parent)}, which does not exist; fix or remove the link")
         parent = parent.parent
     if not parent.is_dir():
         raise PathError(f"{what} {path} cannot be created: {parent} is a file, not a directory")
