@@ -35,11 +35,12 @@ class DataError(ValueError):
 
 
 def write_pdebench(path, batches: Iterable[np.ndarray], grid: Grid, config: dict, samples: int, *,
-                   pde=None, dtype: str = "float64") -> Path:
+                   pde=None, dtype: str = "float64", attrs: dict | None = None) -> Path:
     """Write ``(k, nt, *space)`` batches as PDEBench groups; atomic (temp file + rename).
 
     ``config`` is stored with the grid added (and ``pde_class``, the PDE's
     ``module:Class``, when ``pde`` is given).  ``dtype``: the stored precision.
+    ``attrs``: further root attributes (a reference file's ``grid`` and ``seeds``).
 
     Nothing is left at ``path`` unless every sample was written; on any error
     (or interrupt) the temporary file is removed and ``path`` keeps what it had
@@ -61,6 +62,8 @@ def write_pdebench(path, batches: Iterable[np.ndarray], grid: Grid, config: dict
             f.attrs["format"] = "pihc"
             f.attrs["pihc_version"] = __version__
             f.attrs["config"] = json.dumps(config)
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
             coords = {a.name: a.coords for a in grid.axes}
             for u in batches:
                 for v in u:

@@ -19,42 +19,25 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import check_writable, remove_stale_temps, temp_sibling
+from ..files import check_writable
 from ..grid import Grid
-from .hdf5 import DataError
+from .hdf5 import DataError, write_pdebench
 
 __all__ = ["ReferenceDataset", "generate_reference", "is_reference", "open_reference", "reference_info",
            "write_reference"]
 
 
 def write_reference(path, u: np.ndarray, grid: Grid, seeds, config: dict) -> Path:
-    """Write the solutions ``u`` ``(n, *grid)`` of initial-condition ``seeds`` atomically."""
-    import h5py
-
-    from .. import __version__
-
+    """Write the solutions ``u`` ``(n, *grid)`` of initial-condition ``seeds`` atomically, in the
+    layout of :func:`~pihc.data.hdf5.write_pdebench` with the grid and the seeds as root attributes."""
     u = np.asarray(u, np.float64)
     grid.check(u[0], what="a reference solution")
     if not np.all(np.isfinite(u)):
         bad = np.flatnonzero(~np.isfinite(u).reshape(len(u), -1).all(axis=1))
         raise DataError(f"the reference solver returned NaN or Inf for seeds {[int(s) for s in np.asarray(seeds)[bad]]};"
                         " nothing was written. Check the solver's time step and resolution")
-    path = Path(path)
-    remove_stale_temps(path.parent, path.name)
-    with temp_sibling(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = "pihc"
-            f.attrs["pihc_version"] = __version__
-            f.attrs["grid"] = json.dumps(grid.to_dict())
-            f.attrs["seeds"] = np.asarray(seeds, np.int64)
-            f.attrs["config"] = json.dumps(config)
-            for i, v in enumerate(u):
-                g = f.create_group(f"{i:04d}")
-                g.create_dataset("data", data=v[..., None])
-                gg = g.create_group("grid")
-                for name in grid.names:
-                    gg.create_dataset(name, data=grid.coords(name))
-    return path
+    return write_pdebench(path, [u], grid, config, len(u),
+                          attrs={"grid": json.dumps(grid.to_dict()), "seeds": np.asarray(seeds, np.int64)})
 
 
 def generate_reference(path, problem, g, spec: str, options: dict, *, progress: bool = True) -> Path:

@@ -133,8 +133,8 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
 def check_constants(pde: PDE, constants: dict, path) -> None:
     """Raise ConfigError unless the data's PDE has the constants the config names
     (``data.generate.constants``), to a relative 1e-9 (files may store them rounded)."""
+    fields = [f.name for f in dataclasses.fields(pde)]
     for name, want in constants.items():
-        fields = [f.name for f in dataclasses.fields(pde)]
         if name not in fields:
             raise ConfigError(f"data.generate.constants.{name}: the data's PDE ({type(pde).__name__}) has no"
                               f" constant {name!r}; its fields are {fields}")
