@@ -167,3 +167,21 @@ def test_constraint_layer_solves_a_tiny_navier_stokes_problem(initial):
     if initial == "construction":
         np.testing.assert_allclose(out.u[0], u0, atol=1e-14)
     np.testing.assert_allclose(np.asarray(out.u).mean(axis=(1, 2)), float(u0.mean()), atol=1e-13)
+
+
+def test_initial_tendency_is_the_analytic_right_hand_side():
+    """The backbone's ``tendency`` inputs: r0 = u0 . grad w0 - nu lap w0 (analytic) and u0 - (t - t0) r0."""
+    from pihc.models import initial_tendency, input_features
+
+    nu = 3e-2
+    grid = navier_stokes_grid(6, 16, 12, 2.0)
+    ref = {k: v[0] for k, v in modes(grid).items()}
+    r0 = ref["u"] * ref["w_x"] + ref["v"] * ref["w_y"] - nu * ref["lap_w"]
+    assert np.abs(r0).max() > 1.0  # the advection term is not negligible here
+    pde = NavierStokes2D(viscosity=nu)
+    np.testing.assert_allclose(initial_tendency(pde, jnp.asarray(ref["w"]), grid), r0, atol=1e-11)
+    x = input_features(jnp.asarray(ref["w"]), grid, pde=pde, features="tendency")
+    t = grid.axes[0].coords[:, None, None]
+    np.testing.assert_allclose(x[..., -2], np.broadcast_to(r0, grid.shape), atol=1e-11)
+    np.testing.assert_allclose(x[..., -1], ref["w"] - t * r0, atol=1e-10)
+    np.testing.assert_allclose(x[..., :-2], input_features(jnp.asarray(ref["w"]), grid), atol=0)

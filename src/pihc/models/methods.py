@@ -14,6 +14,7 @@ with each coordinate scaled to [0, 1].
 from __future__ import annotations
 
 import math
+import typing
 
 import equinox as eqx
 import jax
@@ -25,7 +26,7 @@ from ..constraint import ConstrainedSolution, HardConstraint
 from ..grid import Grid
 from ..pdes.base import PDE
 
-__all__ = ["Prediction", "PISC", "PIHC", "PIHCMoE", "input_features"]
+__all__ = ["Prediction", "PISC", "PIHC", "PIHCMoE", "input_features", "initial_tendency", "feature_count"]
 
 
 class Prediction(eqx.Module):
@@ -39,8 +40,29 @@ class Prediction(eqx.Module):
 Extent = tuple[tuple[float, float], ...]
 
 
-def input_features(u0: Float[Array, "*space"], grid: Grid, extent: Extent | None = None
-                   ) -> Float[Array, "*grid c"]:
+Features = typing.Literal["initial", "tendency"]
+
+
+def feature_count(ndim: int, features: Features = "initial") -> int:
+    """How many input channels :func:`input_features` gives on a grid of ``ndim`` axes."""
+    return ndim + (1 if features == "initial" else 3)
+
+
+def initial_tendency(pde: PDE, u0: Float[Array, "*space"], grid: Grid) -> Float[Array, "*space"]:
+    r"""The PDE's residual at the persistence field ``u(t) = u0``: ``r0 = F(terms(u0))``.
+
+    With the time derivative zero (a field constant in time), ``r0`` is the
+    rest of the PDE at the initial state, so ``u0 - (t - t_0) r0`` is the
+    explicit Euler step from ``u0`` (for ``u_t + N(u) = 0``, ``r0 = N(u0)``).
+    Taken at the first time level with a residual row; any PDE, any grid.
+    """
+    u = jnp.broadcast_to(u0.astype(jnp.float64), grid.shape)
+    r = pde.residual(pde.terms(u, grid))
+    return r[1]
+
+
+def input_features(u0: Float[Array, "*space"], grid: Grid, extent: Extent | None = None,
+                   pde: PDE | None = None, features: Features = "initial") -> Float[Array, "*grid c"]:
     """``(t, x, ..., u0)`` on the grid: coordinates scaled to [0, 1], u0 repeated over t.
 
     The first grid axis is time; ``u0`` has the shape of the other axes.
@@ -48,6 +70,12 @@ def input_features(u0: Float[Array, "*space"], grid: Grid, extent: Extent | None
     the grid's own.  A model trained on a time window and run on the whole
     interval scales both by the whole interval, so a time means the same
     input in both.
+
+    ``features="tendency"`` (needs ``pde``) appends ``r0``
+    (:func:`initial_tendency`) and the Euler step ``u0 - (t - t_0) r0``,
+    both repeated over t: the first-order change of the state, which a
+    network of pointwise-linear lifts and smooth activations would otherwise
+    have to build from products of ``u0``'s derivatives.
     """
     if tuple(u0.shape) != grid.shape[1:]:
         raise ValueError(f"u0 has shape {tuple(u0.shape)}; the grid {grid.names} needs {grid.shape[1:]}")
@@ -55,26 +83,38 @@ def input_features(u0: Float[Array, "*space"], grid: Grid, extent: Extent | None
     coords = [(a.coords - lo) / (hi - lo) for a, (lo, hi) in zip(grid.axes, extent)]
     mesh = np.stack(np.meshgrid(*coords, indexing="ij"), axis=-1)
     u0b = jnp.broadcast_to(u0, grid.shape)[..., None]
-    return jnp.concatenate([jnp.asarray(mesh, u0b.dtype), u0b], axis=-1)
+    parts = [jnp.asarray(mesh, u0b.dtype), u0b]
+    if features == "tendency":
+        if pde is None:
+            raise ValueError("features='tendency' needs the PDE")
+        r0 = initial_tendency(pde, u0, grid).astype(u0b.dtype)
+        dt = jnp.asarray(grid.axes[0].coords - grid.axes[0].lo, u0b.dtype).reshape((-1,) + (1,) * (grid.ndim - 1))
+        r0b = jnp.broadcast_to(r0, grid.shape)
+        parts += [r0b[..., None], (u0b[..., 0] - dt * r0b)[..., None]]
+    elif features != "initial":
+        raise ValueError(f"features must be 'initial' or 'tendency', got {features!r}")
+    return jnp.concatenate(parts, axis=-1)
 
 
 class PISC(eqx.Module):
     """Soft constraint: ``u = backbone(features)[..., 0]``.
 
     Args:
-        backbone: a network ``(*grid, grid.ndim + 1) -> (*grid, 1)``.
+        backbone: a network ``(*grid, feature_count(grid.ndim, features)) -> (*grid, 1)``.
         pde: the PDE (used by the loss, not by the forward pass).
         grid: the space-time grid.
         extent: the coordinates' scale (:func:`input_features`); default the grid's.
+        features: the backbone's inputs, ``initial`` or ``tendency`` (:func:`input_features`).
     """
 
     backbone: eqx.Module
     pde: PDE
     grid: Grid = eqx.field(static=True)
     extent: Extent | None = eqx.field(static=True, default=None)
+    features: Features = eqx.field(static=True, default="initial")
 
     def __call__(self, u0: Float[Array, "*space"], key: PRNGKeyArray | None = None) -> Prediction:
-        x = input_features(u0, self.grid, self.extent)
+        x = input_features(u0, self.grid, self.extent, self.pde, self.features)
         with jax.named_scope("pihc.backbone"):
             u = self.backbone(x.astype(jnp.float32))[..., 0].astype(jnp.float64)
         return Prediction(u=u, constrained=None)
@@ -84,6 +124,7 @@ class _HardConstrained(eqx.Module):
     backbone: eqx.Module
     constraint: HardConstraint
     extent: Extent | None = eqx.field(static=True, default=None)
+    features: Features = eqx.field(static=True, default="initial")
 
     @property
     def pde(self) -> PDE:
@@ -94,7 +135,7 @@ class _HardConstrained(eqx.Module):
         return self.constraint.grid
 
     def basis(self, u0: Float[Array, "*space"]) -> Float[Array, "*grid N"]:
-        x = input_features(u0, self.grid, self.extent)
+        x = input_features(u0, self.grid, self.extent, self.pde, self.features)
         with jax.named_scope("pihc.backbone"):
             return self.backbone(x.astype(jnp.float32))
 
@@ -107,9 +148,10 @@ class PIHC(_HardConstrained):
     """Hard constraint, one global expert (``constraint.splits`` all ones).
 
     Args:
-        backbone: a network ``(*grid, grid.ndim + 1) -> (*grid, N)``.
+        backbone: a network ``(*grid, feature_count(grid.ndim, features)) -> (*grid, N)``.
         constraint: a :class:`~pihc.constraint.HardConstraint` with one expert.
         extent: the coordinates' scale (:func:`input_features`); default the grid's.
+        features: the backbone's inputs, ``initial`` or ``tendency`` (:func:`input_features`).
     """
 
     def __check_init__(self):
@@ -121,7 +163,8 @@ class PIHCMoE(_HardConstrained):
     """Hard constraint with a mixture of experts (``prod(constraint.splits)`` blocks).
 
     Args:
-        backbone: a network ``(*grid, grid.ndim + 1) -> (*grid, N)``.
+        backbone: a network ``(*grid, feature_count(grid.ndim, features)) -> (*grid, N)``.
         constraint: a :class:`~pihc.constraint.HardConstraint`.
         extent: the coordinates' scale (:func:`input_features`); default the grid's.
+        features: the backbone's inputs, ``initial`` or ``tendency`` (:func:`input_features`).
     """

@@ -98,6 +98,11 @@ class ModelConfig:
     to [0, 1] and keeps a fixed number of modes, so its weights apply on any
     grid).  Width, modes, layers and the number of outputs must match; the
     optimiser state starts afresh.
+
+    ``features``: the backbone's inputs.  ``initial``: the coordinates and
+    ``u0``; ``tendency`` adds the PDE's residual at ``u0`` held constant in
+    time and the explicit Euler step from ``u0``
+    (:func:`pihc.models.input_features`).
     """
 
     method: str = "moe"
@@ -108,6 +113,7 @@ class ModelConfig:
     padding: tuple[int, ...] = (0, 0)
     init_from: str | None = None
     dtype: typing.Literal["float32", "float64"] = "float32"
+    features: typing.Literal["initial", "tendency"] = "initial"
 
 
 def _layer_default(name: str):

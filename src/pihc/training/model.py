@@ -22,7 +22,7 @@ import jax
 from ..constraint import HardConstraint
 from ..grid import Grid, GridError
 from ..models.fno import FNO
-from ..models.methods import PIHC, PISC, PIHCMoE
+from ..models.methods import PIHC, PISC, PIHCMoE, feature_count
 from ..pdes.base import PDE
 from .config import Config, ConfigError, check_unchanged, load_config
 from .io import CHECKPOINT, load_checkpoint, read_checkpoint_meta
@@ -35,7 +35,7 @@ def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
     mc, cc = cfg.model, cfg.constraint
     out = 1 if mc.method == "sc" else mc.n_basis
     try:
-        backbone = FNO(grid.ndim + 1, out, width=mc.width, modes=tuple(mc.modes), n_layers=mc.layers,
+        backbone = FNO(feature_count(grid.ndim, mc.features), out, width=mc.width, modes=tuple(mc.modes), n_layers=mc.layers,
                        padding=tuple(mc.padding), key=key, dtype=mc.dtype)
         backbone.check(grid.shape)
     except ValueError as err:
@@ -43,12 +43,12 @@ def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
                           f" the grid {grid.shape}: {err}") from None
     extent = feature_extent(cfg)
     if mc.method == "sc":
-        return PISC(backbone, pde, grid, extent)
+        return PISC(backbone, pde, grid, extent, mc.features)
     splits = tuple(cc.splits) if mc.method == "moe" else (1,) * grid.ndim
     if len(splits) != grid.ndim:
         raise ConfigError(f"constraint.splits {splits} needs one entry per grid axis {grid.names}")
     constraint = build_constraint(cfg, pde, grid, splits)
-    return (PIHCMoE if mc.method == "moe" else PIHC)(backbone, constraint, extent)
+    return (PIHCMoE if mc.method == "moe" else PIHC)(backbone, constraint, extent, mc.features)
 
 
 def feature_extent(cfg: Config) -> tuple[tuple[float, float], ...] | None:
@@ -76,7 +76,8 @@ def _backbone_signature(cfg: Config) -> dict:
     """What a backbone's array shapes depend on (the grid is not among them)."""
     mc = cfg.model
     return {"width": mc.width, "modes": tuple(mc.modes), "layers": mc.layers, "padding": tuple(mc.padding),
-            "outputs": 1 if mc.method == "sc" else mc.n_basis, "dtype": mc.dtype}
+            "outputs": 1 if mc.method == "sc" else mc.n_basis, "dtype": mc.dtype,
+            "features": mc.features}
 
 
 def check_init_from(cfg: Config) -> Config | None:
