@@ -1,7 +1,8 @@
 """Accuracy of PI-SC, PI-HC and PI-HC-MoE on one problem, with the discretisation floor.
 
 Trains the three configs with the same step budget (each in its own run
-directory; an existing finished run is reused), evaluates them on the same
+directory; an existing finished run is reused, and so is its evaluation
+JSON when it scored the final step), evaluates them on the same
 held-out samples, computes the discretisation floor of the grid on those
 samples, and writes JSON plus a Markdown table.  With ``--seeds`` every
 config is trained once per seed (``run.seed``: the network's
@@ -78,6 +79,14 @@ def seed_summary(rows: list[dict], seeds: list[int]) -> dict:
     return {"methods": stats, "ordered_per_seed": ordered, "markdown": "\n".join(lines)}
 
 
+def _reused(path: Path, steps: int) -> dict | None:
+    """A finished run's evaluation JSON, if it scored the final step (a rerun then costs no compute)."""
+    if not path.is_file():
+        return None
+    ev = json.loads(path.read_text())
+    return ev if ev.get("step") == steps else None
+
+
 def main(argv=None) -> dict:
     import jax
 
@@ -117,12 +126,17 @@ def main(argv=None) -> dict:
         if not done:
             train(cfg, run, resume=(run / CHECKPOINT).exists())
         train_s = time.perf_counter() - t0
-        ev = evaluate(run)
-        write_report(run)
+        ev = _reused(run / "evaluation.json", cfg.optim.steps) if done else None
+        if ev is None:
+            ev = evaluate(run)
+            write_report(run)
         other = {}
         for spec in a.also_grid:
             shape, _, path = spec.partition(":")
-            ev2 = evaluate(run, grid=tuple(int(n) for n in shape.split("x")), data_path=path or None, plots=False)
+            ev2 = _reused(run / f"evaluation-{shape}.json", cfg.optim.steps) if done else None
+            if ev2 is None:
+                ev2 = evaluate(run, grid=tuple(int(n) for n in shape.split("x")), data_path=path or None,
+                               plots=False)
             other[shape] = {"rel_l2_mean": ev2["rel_l2_mean"], "rel_l2_std": ev2["rel_l2_std"],
                             "samples": ev2["samples"], "data": ev2["data"]}
         metrics = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
