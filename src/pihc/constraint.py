@@ -129,7 +129,8 @@ class ExpertsProblem(eqx.Module):
         with jax.named_scope("pihc.constraint.solve"):
             def one(p: ExpertProblem, w):
                 gram = p.rows_gram()
-                return solver.solve(lambda v: p.normal_equations(v, gram), p.row_fit(gram) if w is None else w)
+                return solver.solve(lambda v: p.normal_equations(v, gram), p.row_fit(gram) if w is None else w,
+                                    lambda v: p.hessian(v, gram))
 
             sol = _replicated(_vmap_experts(one, self.experts(lin), w0, mesh=self.mesh, loop=self.expert_loop),
                               self.mesh)
