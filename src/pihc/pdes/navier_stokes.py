@@ -33,7 +33,9 @@ class NavierStokes2D(PDE):
     the mean mode is set to 0 (the mean of ``w`` is conserved by the PDE).
 
     Terms (all linear in ``w``; ``f`` is their constant part):
-    ``w, w_t, w_x, w_y, u, v, lap_w`` (and ``f`` when a forcing is given).
+    ``w_t, w_x, w_y, u, v, lap_w`` (and ``f`` when a forcing is given): the
+    residual's, and no more, since the constraint layer carries every term
+    on every basis column at every sampled point.
     Spatial derivatives and the velocity are spectral (exact for the
     trigonometric polynomials the grid resolves; the odd derivatives drop the
     Nyquist mode, as :func:`pihc.derivatives.spectral_diff` does).  The
@@ -90,7 +92,7 @@ class NavierStokes2D(PDE):
 
     @property
     def term_names(self) -> tuple[str, ...]:
-        names = ("w", "w_t", "w_x", "w_y", "u", "v", "lap_w")
+        names = ("w_t", "w_x", "w_y", "u", "v", "lap_w")
         return names if self.forcing is None else names + ("f",)
 
     def check_grid(self, grid: Grid) -> None:
@@ -144,7 +146,7 @@ class NavierStokes2D(PDE):
         vel_u, vel_v = pair(packed["u+i v"])
         lap = jnp.fft.irfft2(wh * ops["lap"].reshape(lead + ops["lap"].shape), s=(ax.n, ay.n),
                              axes=(-2, -1)).astype(u.dtype)
-        out = [w, w_t, w_x, w_y, vel_u, vel_v, lap]
+        out = [w_t, w_x, w_y, vel_u, vel_v, lap]
         if self.forcing is not None:
             out.append(jnp.broadcast_to(jnp.asarray(self.forcing, u.dtype), w.shape))
         return jnp.stack(out, axis=-1)
@@ -155,9 +157,9 @@ class NavierStokes2D(PDE):
         return B, jnp.zeros(basis.shape[:-1], basis.dtype)
 
     def residual(self, terms: Float[Array, "*points n_terms"]) -> Float[Array, "*points"]:
-        w_t, w_x, w_y, u, v, lap = (terms[..., i] for i in range(1, 7))
+        w_t, w_x, w_y, u, v, lap = (terms[..., i] for i in range(6))
         r = w_t + u * w_x + v * w_y - self.viscosity * lap
-        return r if self.forcing is None else r - terms[..., 7]
+        return r if self.forcing is None else r - terms[..., 6]
 
     def residual_domain(self, grid: Grid) -> np.ndarray:
         mask = np.ones(grid.shape, bool)
