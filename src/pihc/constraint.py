@@ -151,10 +151,14 @@ class ExpertsProblem(eqx.Module):
                                                     loop=self.expert_loop), self.mesh)
             ok = (status == RESULTS.successful)[:, None]
             W_ok = jnp.where(ok, W, 0.0)  # a failed solve's w may be NaN; its v is 0
-            # The PDE's constants also enter F itself, per expert; summed over the experts.
-            ct_pde_F = jax.tree.map(
-                lambda c: jnp.sum(jnp.where(ok.reshape((-1,) + (1,) * (c.ndim - 1)), c, 0.0), axis=0),
-                _vmap_experts(ExpertProblem.pde_cotangent, experts, W_ok, v, mesh=self.mesh, loop=self.expert_loop))
+            # The PDE's constants also enter F itself, per expert; summed over the experts.  A PDE
+            # without array fields has none to differentiate: skipped (XLA did not drop the map's
+            # passes over Phi when their result was empty).
+            ct_pde_F = None if not jax.tree.leaves(eqx.filter(self.row_map.pde, eqx.is_inexact_array)) else \
+                jax.tree.map(
+                    lambda c: jnp.sum(jnp.where(ok.reshape((-1,) + (1,) * (c.ndim - 1)), c, 0.0), axis=0),
+                    _vmap_experts(ExpertProblem.pde_cotangent, experts, W_ok, v, mesh=self.mesh,
+                                  loop=self.expert_loop))
         with jax.named_scope("pihc.constraint.problems"):
             dynamic, static = eqx.partition(self.row_map, eqx.is_inexact_array)
             # The 2K left factors with their expert's points and right factors (v_k, then w_k).
@@ -180,8 +184,9 @@ class ExpertsProblem(eqx.Module):
                     sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a_w), jax.tree.leaves(const)))
 
             ct_row_map = jax.grad(pairing)(dynamic)
-            ct_row_map = eqx.tree_at(lambda r: r.pde, ct_row_map, jax.tree.map(
-                lambda a, b: a + b, ct_row_map.pde, eqx.filter(ct_pde_F, eqx.is_array)))
+            if ct_pde_F is not None:
+                ct_row_map = eqx.tree_at(lambda r: r.pde, ct_row_map, jax.tree.map(
+                    lambda a, b: a + b, ct_row_map.pde, eqx.filter(ct_pde_F, eqx.is_array)))
         none = jax.tree.map(lambda _: None, self)
         return eqx.tree_at(lambda c: (c.B, c.offset, c.row_map), none, (ct_B, ct_offset, ct_row_map),
                            is_leaf=lambda x: x is None)
