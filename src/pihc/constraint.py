@@ -146,9 +146,10 @@ class ExpertsProblem(eqx.Module):
         with jax.named_scope("pihc.constraint.solve"):
             experts = self.experts(lin)
             # The factors are all-gathered once, here: the transposed stencils below read them in a loop.
+            # Batched whatever expert_loop says: each expert's work here is fixed (no loop to
+            # convergence), and one after the other each expert's Phi would be sliced out (copied).
             a_v, a_w, v = _replicated(_vmap_experts(lambda p, w, s, ct: p.adjoint_factors(w, s, ct, p.rows_gram()),
-                                                    experts, W, status, ct_W, mesh=self.mesh,
-                                                    loop=self.expert_loop), self.mesh)
+                                                    experts, W, status, ct_W, mesh=self.mesh), self.mesh)
             ok = (status == RESULTS.successful)[:, None]
             W_ok = jnp.where(ok, W, 0.0)  # a failed solve's w may be NaN; its v is 0
             # The PDE's constants also enter F itself, per expert; summed over the experts.  A PDE
@@ -157,8 +158,7 @@ class ExpertsProblem(eqx.Module):
             ct_pde_F = None if not jax.tree.leaves(eqx.filter(self.row_map.pde, eqx.is_inexact_array)) else \
                 jax.tree.map(
                     lambda c: jnp.sum(jnp.where(ok.reshape((-1,) + (1,) * (c.ndim - 1)), c, 0.0), axis=0),
-                    _vmap_experts(ExpertProblem.pde_cotangent, experts, W_ok, v, mesh=self.mesh,
-                                  loop=self.expert_loop))
+                    _vmap_experts(ExpertProblem.pde_cotangent, experts, W_ok, v, mesh=self.mesh))
         with jax.named_scope("pihc.constraint.problems"):
             dynamic, static = eqx.partition(self.row_map, eqx.is_inexact_array)
             # The 2K left factors with their expert's points and right factors (v_k, then w_k).
@@ -310,7 +310,8 @@ class HardConstraint(eqx.Module):
             of their adjoint, run under :func:`jax.shard_map` along it
             (module docstring).  Default None: one device, ``vmap``.  The
             values are the same either way.
-        expert_loop: how one device runs its experts' solves and adjoints:
+        expert_loop: how one device runs its experts' solves (their
+            adjoints, fixed work per expert, are always batched):
             ``"vmap"`` (default; batched: every expert computes on each
             iteration until the slowest has converged, which suits an
             accelerator) or ``"sequential"`` (``lax.map``: one expert after
