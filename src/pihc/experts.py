@@ -32,6 +32,12 @@ from .pdes.base import PDE
 __all__ = ["ExpertProblem", "RowWeights"]
 
 
+# Phi per block of points in the passes over it (ExpertProblem._over_points): a few blocks fit in
+# a core's L2/L3 cache.  Blocks of 256-1000 points of N = 64 were alike on the CPU; for a Phi this
+# small or smaller (a small N, few points) the loop over blocks only adds its overhead.
+_BLOCK_BYTES = 3 * 2**19
+
+
 class RowWeights(eqx.Module):
     """Weights of the blocks of an expert's problem.
 
@@ -85,6 +91,8 @@ class ExpertProblem(eqx.Module):
         ridge: ``rho``.
         block: points per block of the passes over ``Phi`` (:meth:`normal_equations`,
             :meth:`hessian`): each block's products are formed while its ``Phi`` is in cache.
+            None (default): as many points as make 1.5 MiB of ``Phi`` (512 for N = 64 and six
+            terms), so a ``Phi`` that small is one block, without a loop.
     """
 
     # Stacked (``HardConstraint``'s K experts) phi, c and row_scale carry the
@@ -97,7 +105,7 @@ class ExpertProblem(eqx.Module):
     pde: PDE
     pde_scale: float = eqx.field(static=True)
     ridge: float = eqx.field(static=True)
-    block: int = eqx.field(static=True, default=512)
+    block: int | None = eqx.field(static=True, default=None)
 
     def phi_times(self, x: Float[Array, " N"]) -> Float[Array, "m n_terms"]:
         """``Phi_j x`` at every point: the terms' linear part."""
@@ -181,8 +189,9 @@ class ExpertProblem(eqx.Module):
         ``J``; or ``M Phi``, then ``Phi^T (M Phi)``) and writes the
         ``(points, N)`` and ``(points, n_terms, N)`` intermediates out.
         """
-        m = self.phi.shape[0]
-        size = max(1, min(self.block, m))
+        m, n_terms, n = self.phi.shape
+        size = self.block if self.block is not None else _BLOCK_BYTES // (n_terms * n * self.phi.dtype.itemsize)
+        size = max(1, min(size, m))
         full, rest = divmod(m, size)
 
         def on(start, length):
