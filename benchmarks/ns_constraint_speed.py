@@ -22,12 +22,21 @@ the first time level carries the initial condition and no residual row
 (the time stencil is causal), so an expert can sample at most 15 x 32 x 32
 = 15,360 of them: the MoE row uses all of those.
 
-One core: the process is pinned to CPU 0 and XLA's CPU backend to one
+The MoE's experts run one after the other (``expert_loop="sequential"``,
+each to its own convergence) and, for comparison, batched under ``vmap``
+(``"vmap"``: every expert iterates until the slowest has converged).
+``--baseline-src`` also times another version of the library (the ``src``
+folder of an exported commit, e.g. ``git archive <commit> src | tar -x -C
+/tmp/base``) in the same run, its variants interleaved with these, so that
+a change of load on a shared machine hits both alike.
+
+One core: the process is pinned to the first CPU it may run on and XLA's CPU backend to one
 thread before JAX is imported.  Each variant is compiled and run once,
 then timed ``--repeats`` times; the median is reported, with the solver's
 iterations and status per expert (every solve must converge).
 
     python benchmarks/ns_constraint_speed.py --out docs/bench/ns_constraint_speed.json
+    python benchmarks/ns_constraint_speed.py --baseline-src /tmp/base/src --out ...
 """
 
 from __future__ import annotations
@@ -77,7 +86,7 @@ def _basis_fn(grid, n_basis: int, seed: int, solution=None):
 
 
 def run(points: int, splits: tuple[int, ...], repeats: int, basis_kind: str, rtol: float = 1e-7, n_basis: int = 64,
-        shape=(16, 64, 64)) -> dict:
+        shape=(16, 64, 64), expert_loop: str | None = None) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -90,8 +99,10 @@ def run(points: int, splits: tuple[int, ...], repeats: int, basis_kind: str, rto
 
     grid = navier_stokes_grid(*shape)
     pde = NavierStokes2D(viscosity=1e-4)
+    # expert_loop only when asked: a baseline version of the library may not have the option.
+    loop = {} if expert_loop is None else {"expert_loop": expert_loop}
     layer = HardConstraint(pde, grid, splits, points, initial_condition="construction",
-                           solver=LevenbergMarquardt(max_steps=50, rtol=rtol, atol=1e-12, damping=1e-10))
+                           solver=LevenbergMarquardt(max_steps=50, rtol=rtol, atol=1e-12, damping=1e-10), **loop)
     w0_np = initial_vorticity(1, shape[1], shape[2], seed=0)
     solution = None
     if basis_kind == "with-solution":
@@ -120,7 +131,8 @@ def run(points: int, splits: tuple[int, ...], repeats: int, basis_kind: str, rto
         t0 = time.perf_counter()
         jax.block_until_ready(fwd(coeffs))
         ftimes.append(time.perf_counter() - t0)
-    return {"grid": list(shape), "n_basis": n_basis, "basis": basis_kind, "rtol": rtol, "splits": list(splits), "points_per_expert": points,
+    return {"grid": list(shape), "n_basis": n_basis, "basis": basis_kind, "rtol": rtol, "splits": list(splits),
+            "expert_loop": expert_loop, "points_per_expert": points,
             "experts": int(np.prod(splits)), "forward_backward_s": float(np.median(times)),
             "forward_s": float(np.median(ftimes)), "times_s": times, "first_call_s_incl_compile": compile_s,
             "lm_steps": np.asarray(sol.num_steps).tolist(), "status": np.asarray(sol.status).tolist(),
@@ -135,6 +147,7 @@ def main(argv=None) -> dict:
                    help="with-solution: one column carries the numerical solution, as a trained basis does"
                         " (small residuals); random: smooth random columns only (large residuals)")
     p.add_argument("--rtol", type=float, default=1e-7, help="the solver's rtol (navier-stokes/moe: 1e-7)")
+    p.add_argument("--baseline-src", help="also time the library in this src folder (another commit's export)")
     p.add_argument("--out", default="docs/bench/ns_constraint_speed.json")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -142,22 +155,41 @@ def main(argv=None) -> dict:
         _pin_one_core()
         spec = json.loads(a.worker)
         print("ROW " + json.dumps(run(spec["points"], tuple(spec["splits"]), spec["repeats"], spec["basis"],
-                                      spec["rtol"])),
+                                      spec["rtol"], expert_loop=spec["expert_loop"])),
               flush=True)
         return {}
+    if a.baseline_src and not (Path(a.baseline_src) / "pihc" / "__init__.py").is_file():
+        p.error(f"--baseline-src {a.baseline_src} holds no pihc package; export one with"
+                " `git archive <commit> src | tar -x -C DIR` and pass DIR/src")
+    variants = [("PI-HC", 20000, (1, 1, 1), None), ("PI-HC-MoE", 15360, (1, 2, 2), "sequential"),
+                ("PI-HC-MoE", 15360, (1, 2, 2), "vmap")]
+    # (version, method, points, splits, expert loop): the baseline's rows next to this version's.
+    runs = []
+    for name, points, splits, loop in variants:
+        if a.baseline_src and loop != "sequential":
+            runs.append(("baseline", name, points, splits, None))
+        runs.append(("this", name, points, splits, loop))
     rows = []
-    for name, points, splits in (("PI-HC", 20000, (1, 1, 1)), ("PI-HC-MoE", 15360, (1, 2, 2))):
-        spec = {"points": points, "splits": splits, "repeats": a.repeats, "basis": a.basis, "rtol": a.rtol}
+    for version, name, points, splits, loop in runs:
+        spec = {"points": points, "splits": splits, "repeats": a.repeats, "basis": a.basis, "rtol": a.rtol,
+                "expert_loop": loop}
+        env = dict(os.environ)
+        if version == "baseline":
+            env["PYTHONPATH"] = os.pathsep.join([str(Path(a.baseline_src).resolve())]
+                                                + [x for x in [env.get("PYTHONPATH")] if x])
         # A fresh process per variant: its own compilation caches and one pinned core.
         out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True, check=True, env=env)
         row = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("ROW "))[4:])
         row["method"] = name
+        row["version"] = version
         rows.append(row)
-        print(json.dumps({k: row[k] for k in ("method", "points_per_expert", "experts", "forward_backward_s",
-                                                "forward_s", "lm_steps", "all_converged")}), flush=True)
+        print(json.dumps({k: row[k] for k in ("version", "method", "expert_loop", "points_per_expert", "experts",
+                                                "forward_backward_s", "forward_s", "lm_steps", "all_converged")}),
+              flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {"benchmark": "ns_constraint_speed", "date": time.strftime("%Y-%m-%d"), "commit": commit,
+              "baseline_src": a.baseline_src,
               "cpu_threads": 1, "load_average_1_5_15min_at_end": list(os.getloadavg()), "rows": rows,
               "paper_released_layer_s": {"PI-HC": 11.8, "PI-HC-MoE": 12.8}}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,7 @@
 """The hard-constraint layer against independently assembled least-squares problems."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -325,13 +327,16 @@ def expert(hc, b, u0, key, k) -> ExpertProblem:
     return eqx.tree_at(lambda q: (q.phi, q.c, q.row_scale), p, (p.phi[k], p.c[k], p.row_scale[k]))
 
 
-def test_normal_equations_with_the_rows_gram_match_the_stacked_residual():
+@pytest.mark.parametrize("block", [None, 7])
+def test_normal_equations_with_the_rows_gram_match_the_stacked_residual(block):
     """The solver's normal equations (rows' Gram precomputed) equal those of
-    the stacked residual and its Jacobian by autodiff."""
+    the stacked residual and its Jacobian by autodiff, whether the points are
+    summed in one block (the default for so small a ``Phi``) or in blocks of 7
+    (60 = 8 x 7 + 4)."""
     b = smooth_basis(seed=2)
     u0 = jnp.full(GRID.shape[1], 0.1)
     hc = HardConstraint(PDE, GRID, (1, 2), 60, row_weights=WEIGHTS)
-    p = expert(hc, b, u0, jax.random.key(0), 1)
+    p = dataclasses.replace(expert(hc, b, u0, jax.random.key(0), 1), block=block)
     w = jnp.asarray(np.random.default_rng(3).normal(size=b.shape[-1]))
     cost, g, A = p.normal_equations(w, p.rows_gram())
     r, J = p.residual(w), jax.jacfwd(p.residual)(w)
@@ -340,13 +345,15 @@ def test_normal_equations_with_the_rows_gram_match_the_stacked_residual():
     np.testing.assert_allclose(A, J.T @ J, rtol=1e-10, atol=1e-12 * np.abs(A).max())
 
 
-def test_structured_hessian_is_the_hessian_of_the_stacked_residual():
+@pytest.mark.parametrize("block", [None, 7])
+def test_structured_hessian_is_the_hessian_of_the_stacked_residual(block):
     """``ExpertProblem.hessian`` (used by the structured adjoint) equals the
-    Hessian of ``1/2 ||residual||^2`` by autodiff, curvature term included."""
+    Hessian of ``1/2 ||residual||^2`` by autodiff, curvature term included,
+    in one block of points or in blocks of 7."""
     b = smooth_basis(seed=4)
     u0 = jnp.full(GRID.shape[1], 0.1)
     hc = HardConstraint(PDE, GRID, (1, 2), 60, row_weights=WEIGHTS)
-    p = expert(hc, b, u0, jax.random.key(1), 0)
+    p = dataclasses.replace(expert(hc, b, u0, jax.random.key(1), 0), block=block)
     gram = p.rows_gram()
     w = p.row_fit(gram) + 0.05 * jnp.asarray(np.random.default_rng(5).normal(size=b.shape[-1]))
     ref = jax.hessian(lambda v: 0.5 * jnp.sum(p.residual(v) ** 2))(w)
@@ -354,7 +361,7 @@ def test_structured_hessian_is_the_hessian_of_the_stacked_residual():
 
 
 @pytest.mark.parametrize("options", [dict(), dict(row_scope="local"), dict(initial_condition="construction"),
-                                     dict(overlap=(0, 2), blend=True)])
+                                     dict(overlap=(0, 2), blend=True), dict(expert_loop="sequential")])
 def test_structured_adjoint_equals_the_generic_implicit_adjoint(options):
     """The layer's structured adjoint (rank-two cotangents through the
     transposed stencils) and the generic one (autodiff of the optimality
@@ -378,6 +385,30 @@ def test_structured_adjoint_equals_the_generic_implicit_adjoint(options):
     for got, want in zip(g, ref):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11 * np.abs(want).max())
     assert np.abs(np.asarray(g[2])) > 0  # the PDE constant's gradient is not trivially zero
+
+
+def test_sequential_experts_equal_the_vmapped_ones():
+    """``expert_loop="sequential"`` (each expert's solve to its own convergence)
+    gives the vmapped experts' weights, iteration counts and gradient."""
+    b = smooth_basis(seed=8)
+    u0 = jnp.asarray(0.1 + 0.03 * np.cos(np.pi * GRID.coords("x")))
+
+    def run(loop):
+        hc = HardConstraint(PDE, GRID, (1, 4), 40, row_weights=WEIGHTS, expert_loop=loop, **TIGHT)
+
+        def loss(bb):
+            out = hc(bb, u0, jax.random.key(3))
+            return jnp.sum(out.u ** 2), out
+
+        (_, out), g = jax.jit(jax.value_and_grad(loss, has_aux=True))(b)
+        return out, g
+
+    (ref, g_ref), (got, g) = run("vmap"), run("sequential")
+    assert np.all(np.asarray(got.solution.status) == RESULTS.successful)
+    assert len(set(np.asarray(ref.solution.num_steps).tolist())) > 1  # the experts stop at different steps
+    np.testing.assert_array_equal(got.solution.num_steps, ref.solution.num_steps)
+    np.testing.assert_allclose(got.weights, ref.weights, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-9, atol=1e-11 * np.abs(g_ref).max())
 
 
 @pytest.mark.parametrize("initial", ["rows", "construction"])

@@ -54,10 +54,11 @@ from .pdes.base import PDE
 from .sampling import PointSampler, sampling_domains
 from .sharding import EXPERT
 
-__all__ = ["ConstrainedSolution", "ExpertsProblem", "HardConstraint", "RowScope", "Start"]
+__all__ = ["ConstrainedSolution", "ExpertLoop", "ExpertsProblem", "HardConstraint", "RowScope", "Start"]
 
 RowScope = Literal["global", "local"]
 Start = Literal["row_fit", "zeros"]
+ExpertLoop = Literal["vmap", "sequential"]
 
 
 class ConstrainedSolution(eqx.Module):
@@ -109,6 +110,7 @@ class ExpertsProblem(eqx.Module):
     pde_scale: float = eqx.field(static=True)
     ridge: float = eqx.field(static=True)
     mesh: Mesh | None = eqx.field(static=True, default=None)
+    expert_loop: ExpertLoop = eqx.field(static=True, default="vmap")
 
     def linearise(self) -> Linearisation:
         """The terms at every expert's points and the rows, in one pass over the basis columns."""
@@ -127,9 +129,11 @@ class ExpertsProblem(eqx.Module):
         with jax.named_scope("pihc.constraint.solve"):
             def one(p: ExpertProblem, w):
                 gram = p.rows_gram()
-                return solver.solve(lambda v: p.normal_equations(v, gram), p.row_fit(gram) if w is None else w)
+                return solver.solve(lambda v: p.normal_equations(v, gram), p.row_fit(gram) if w is None else w,
+                                    lambda v: p.hessian(v, gram))
 
-            sol = _replicated(_vmap_experts(one, self.experts(lin), w0, mesh=self.mesh), self.mesh)
+            sol = _replicated(_vmap_experts(one, self.experts(lin), w0, mesh=self.mesh, loop=self.expert_loop),
+                              self.mesh)
         return sol, lin
 
     def optimality(self, W: Float[Array, "K N"]) -> Float[Array, "K N"]:
@@ -142,14 +146,19 @@ class ExpertsProblem(eqx.Module):
         with jax.named_scope("pihc.constraint.solve"):
             experts = self.experts(lin)
             # The factors are all-gathered once, here: the transposed stencils below read them in a loop.
+            # Batched whatever expert_loop says: each expert's work here is fixed (no loop to
+            # convergence), and one after the other each expert's Phi would be sliced out (copied).
             a_v, a_w, v = _replicated(_vmap_experts(lambda p, w, s, ct: p.adjoint_factors(w, s, ct, p.rows_gram()),
                                                     experts, W, status, ct_W, mesh=self.mesh), self.mesh)
             ok = (status == RESULTS.successful)[:, None]
             W_ok = jnp.where(ok, W, 0.0)  # a failed solve's w may be NaN; its v is 0
-            # The PDE's constants also enter F itself, per expert; summed over the experts.
-            ct_pde_F = jax.tree.map(
-                lambda c: jnp.sum(jnp.where(ok.reshape((-1,) + (1,) * (c.ndim - 1)), c, 0.0), axis=0),
-                _vmap_experts(ExpertProblem.pde_cotangent, experts, W_ok, v, mesh=self.mesh))
+            # The PDE's constants also enter F itself, per expert; summed over the experts.  A PDE
+            # without array fields has none to differentiate: skipped (XLA did not drop the map's
+            # passes over Phi when their result was empty).
+            ct_pde_F = None if not jax.tree.leaves(eqx.filter(self.row_map.pde, eqx.is_inexact_array)) else \
+                jax.tree.map(
+                    lambda c: jnp.sum(jnp.where(ok.reshape((-1,) + (1,) * (c.ndim - 1)), c, 0.0), axis=0),
+                    _vmap_experts(ExpertProblem.pde_cotangent, experts, W_ok, v, mesh=self.mesh))
         with jax.named_scope("pihc.constraint.problems"):
             dynamic, static = eqx.partition(self.row_map, eqx.is_inexact_array)
             # The 2K left factors with their expert's points and right factors (v_k, then w_k).
@@ -175,15 +184,21 @@ class ExpertsProblem(eqx.Module):
                     sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a_w), jax.tree.leaves(const)))
 
             ct_row_map = jax.grad(pairing)(dynamic)
-            ct_row_map = eqx.tree_at(lambda r: r.pde, ct_row_map, jax.tree.map(
-                lambda a, b: a + b, ct_row_map.pde, eqx.filter(ct_pde_F, eqx.is_array)))
+            if ct_pde_F is not None:
+                ct_row_map = eqx.tree_at(lambda r: r.pde, ct_row_map, jax.tree.map(
+                    lambda a, b: a + b, ct_row_map.pde, eqx.filter(ct_pde_F, eqx.is_array)))
         none = jax.tree.map(lambda _: None, self)
         return eqx.tree_at(lambda c: (c.B, c.offset, c.row_map), none, (ct_B, ct_offset, ct_row_map),
                            is_leaf=lambda x: x is None)
 
 
-def _vmap_experts(fn, problem: ExpertProblem, *per_expert, mesh: Mesh | None = None):
+def _vmap_experts(fn, problem: ExpertProblem, *per_expert, mesh: Mesh | None = None, loop: ExpertLoop = "vmap"):
     """``fn(problem_k, *args_k)`` for every expert: the problem's per-expert arrays mapped, the rest shared.
+
+    ``loop``: ``"vmap"`` runs the experts batched (a ``while_loop`` in ``fn``
+    then iterates until the last of them is done, every expert computing on
+    each iteration); ``"sequential"`` runs them one after the other
+    (``lax.map``), each to its own convergence.
 
     With a ``mesh``, under :func:`jax.shard_map` over its ``expert`` axis:
     each device maps ``fn`` over its own ``K/E`` experts (their per-expert
@@ -193,7 +208,7 @@ def _vmap_experts(fn, problem: ExpertProblem, *per_expert, mesh: Mesh | None = N
     runs on each device until that device's experts are done.
     """
     in_axes = (_expert_axes(problem),) + tuple(None if a is None else 0 for a in per_expert)
-    mapped = jax.vmap(fn, in_axes=in_axes)
+    mapped = jax.vmap(fn, in_axes=in_axes) if loop == "vmap" else _sequential(fn, in_axes)
     if mesh is None:
         return mapped(problem, *per_expert)
     args = (problem, *per_expert)
@@ -211,6 +226,26 @@ def _vmap_experts(fn, problem: ExpertProblem, *per_expert, mesh: Mesh | None = N
     specs = tuple(PartitionSpec(EXPERT) if axes[i] == 0 else PartitionSpec() for i in arrays)
     return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(EXPERT),
                          check_vma=False)(*[leaves[i] for i in arrays])
+
+
+def _sequential(fn, in_axes):
+    """``jax.vmap(fn, in_axes)`` as a ``lax.map`` over the leading axis of the mapped arguments (axis 0)."""
+    is_none = lambda x: x is None  # noqa: E731
+
+    def mapped(*args):
+        leaves, treedef = jax.tree.flatten(args, is_leaf=is_none)
+        axes = jax.tree.leaves(in_axes, is_leaf=is_none)
+        which = [i for i, a in enumerate(axes) if a == 0]
+
+        def one(xs):
+            filled = list(leaves)
+            for i, x in zip(which, xs):
+                filled[i] = x
+            return fn(*jax.tree.unflatten(treedef, filled))
+
+        return jax.lax.map(one, [leaves[i] for i in which])
+
+    return mapped
 
 
 def _replicated(tree, mesh: Mesh | None):
@@ -275,6 +310,14 @@ class HardConstraint(eqx.Module):
             of their adjoint, run under :func:`jax.shard_map` along it
             (module docstring).  Default None: one device, ``vmap``.  The
             values are the same either way.
+        expert_loop: how one device runs its experts' solves (their
+            adjoints, fixed work per expert, are always batched):
+            ``"vmap"`` (default; batched: every expert computes on each
+            iteration until the slowest has converged, which suits an
+            accelerator) or ``"sequential"`` (``lax.map``: one expert after
+            the other, each stopping at its own convergence, which suits a
+            CPU, where the batched experts' work is not in parallel).  The
+            values are the same either way.
 
     Raises:
         GridError: ``splits`` does not divide the grid.
@@ -295,9 +338,11 @@ class HardConstraint(eqx.Module):
     blend: bool = eqx.field(static=True, default=False)
     adjoint: AbstractAdjoint = eqx.field(static=True, default=StructuredAdjoint())
     mesh: Mesh | None = eqx.field(static=True, default=None)
+    expert_loop: ExpertLoop = eqx.field(static=True, default="vmap")
 
     def __check_init__(self):
         _check_choice("row_scope", self.row_scope, RowScope)
+        _check_choice("expert_loop", self.expert_loop, ExpertLoop)
         _check_choice("start", self.start, Start)
         _check_choice("initial_condition", self.initial_condition, InitialCondition)
         for name, cls in (("row_weights", RowWeights), ("solver", LevenbergMarquardt),
@@ -394,7 +439,7 @@ class HardConstraint(eqx.Module):
             B, offset = parametrise(self.pde, basis.astype(jnp.float64), u0, self.grid, self.initial_condition)
             return ExpertsProblem(B, offset, RowMap(self.pde, u0, self.grid), points,
                                   jnp.asarray(self.row_scale()), math.sqrt(self.row_weights.pde / self.n_points),
-                                  self.row_weights.ridge, self.mesh)
+                                  self.row_weights.ridge, self.mesh, self.expert_loop)
 
     def __call__(self, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"],
                  key: PRNGKeyArray) -> ConstrainedSolution:

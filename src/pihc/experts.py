@@ -32,6 +32,12 @@ from .pdes.base import PDE
 __all__ = ["ExpertProblem", "RowWeights"]
 
 
+# Phi per block of points in the passes over it (ExpertProblem._over_points): a few blocks fit in
+# a core's L2/L3 cache.  Blocks of 256-1000 points of N = 64 were alike on the CPU; for a Phi this
+# small or smaller (a small N, few points) the loop over blocks only adds its overhead.
+_BLOCK_BYTES = 3 * 2**19
+
+
 class RowWeights(eqx.Module):
     """Weights of the blocks of an expert's problem.
 
@@ -83,6 +89,10 @@ class ExpertProblem(eqx.Module):
         pde: the PDE, whose ``residual`` is ``F``.
         pde_scale: ``s``.
         ridge: ``rho``.
+        block: points per block of the passes over ``Phi`` (:meth:`normal_equations`,
+            :meth:`hessian`): each block's products are formed while its ``Phi`` is in cache.
+            None (default): as many points as make 1.5 MiB of ``Phi`` (512 for N = 64 and six
+            terms), so a ``Phi`` that small is one block, without a loop.
     """
 
     # Stacked (``HardConstraint``'s K experts) phi, c and row_scale carry the
@@ -95,6 +105,7 @@ class ExpertProblem(eqx.Module):
     pde: PDE
     pde_scale: float = eqx.field(static=True)
     ridge: float = eqx.field(static=True)
+    block: int | None = eqx.field(static=True, default=None)
 
     def phi_times(self, x: Float[Array, " N"]) -> Float[Array, "m n_terms"]:
         """``Phi_j x`` at every point: the terms' linear part."""
@@ -137,11 +148,18 @@ class ExpertProblem(eqx.Module):
 
     def normal_equations(self, w: Float[Array, " N"], gram: RowsGram
                          ) -> tuple[Float[Array, ""], Float[Array, " N"], Float[Array, "N N"]]:
-        """``(1/2 ||r||^2, J^T r, J^T J)`` with the linear rows' part from ``gram``."""
-        r, J = self.pde_rows(w)
+        """``(1/2 ||r||^2, J^T r, J^T J)`` with the linear rows' part from ``gram``.
+
+        The PDE rows' sums run over blocks of points (:meth:`_over_points`).
+        """
+        def part(p: "ExpertProblem"):
+            r, J = p.pde_rows(w)
+            return r @ r, J.T @ r, J.T @ J
+
+        rr, Jr, JJ = self._over_points(part)
         Aw = gram.A @ w
-        cost = 0.5 * (r @ r + w @ Aw + 2.0 * gram.g @ w + gram.cost)
-        return cost, J.T @ r + Aw + gram.g, J.T @ J + gram.A
+        cost = 0.5 * (rr + w @ Aw + 2.0 * gram.g @ w + gram.cost)
+        return cost, Jr + Aw + gram.g, JJ + gram.A
 
     def hessian(self, w: Float[Array, " N"], gram: RowsGram) -> Float[Array, "N N"]:
         """The exact Hessian of ``1/2 ||r||^2``: ``s^2 Phi^T (M Phi) + R_s^T R_s + rho^2 I``.
@@ -149,14 +167,44 @@ class ExpertProblem(eqx.Module):
         ``M_j`` (n_terms x n_terms) is the Hessian of ``F^2 / 2`` in the terms
         at point ``j``: Gauss-Newton and curvature parts together.  Formed
         so, the per-point second derivatives are evaluated once; ``jacfwd``
-        of the gradient (N tangents) would evaluate them N times.
+        of the gradient (N tangents) would evaluate them N times.  Summed
+        over blocks of points (:meth:`_over_points`).
         """
-        P = self.curvature_product(w)
-        # Phi^T P as one (points * terms)-long contraction of 2-D arrays: as
-        # einsum("mtn,mtk->nk"), XLA's CPU backend fused the making of P into
-        # a dot with two contracting axes, several times slower.
-        n = P.shape[-1]
-        return self.pde_scale ** 2 * (self.phi.reshape(-1, n).T @ P.reshape(-1, n)) + gram.A
+        def part(p: "ExpertProblem"):
+            P = p.curvature_product(w)
+            # Phi^T P as one (points * terms)-long contraction of 2-D arrays: as
+            # einsum("mtn,mtk->nk"), XLA's CPU backend fused the making of P into
+            # a dot with two contracting axes, several times slower.
+            n = P.shape[-1]
+            return p.phi.reshape(-1, n).T @ P.reshape(-1, n)
+
+        return self.pde_scale ** 2 * self._over_points(part) + gram.A
+
+    def _over_points(self, part):
+        """``sum_b part(problem restricted to block b of the points)`` (any pytree of arrays).
+
+        Each block's ``Phi`` is read once, for everything ``part`` forms from
+        it, while it is in cache: over all points at once, XLA's CPU backend
+        reads ``Phi`` from memory once per product (the terms ``Phi w``, then
+        ``J``; or ``M Phi``, then ``Phi^T (M Phi)``) and writes the
+        ``(points, N)`` and ``(points, n_terms, N)`` intermediates out.
+        """
+        m, n_terms, n = self.phi.shape
+        size = self.block if self.block is not None else _BLOCK_BYTES // (n_terms * n * self.phi.dtype.itemsize)
+        size = max(1, min(size, m))
+        full, rest = divmod(m, size)
+
+        def on(start, length):
+            take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, length)  # noqa: E731
+            return part(eqx.tree_at(lambda p: (p.phi, p.c), self, (take(self.phi), take(self.c))))
+
+        total = on(0, size)
+        if full > 1:
+            total = jax.lax.fori_loop(1, full, lambda i, acc: jax.tree.map(jnp.add, acc, on(i * size, size)),
+                                      total)
+        if rest:
+            total = jax.tree.map(jnp.add, total, on(full * size, rest))
+        return total
 
     def curvature_product(self, w: Float[Array, " N"]) -> Float[Array, "m n_terms N"]:
         """``M_j Phi_j`` at every point (see :meth:`hessian`)."""

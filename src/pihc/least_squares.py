@@ -93,6 +93,7 @@ class Solution(eqx.Module):
 
 
 NormalFn = Callable[[Float[Array, " n"]], tuple[Float[Array, ""], Float[Array, " n"], Float[Array, "n n"]]]
+HessianFn = Callable[[Float[Array, " n"]], Float[Array, "n n"]]
 
 
 class LevenbergMarquardt(eqx.Module):
@@ -115,12 +116,25 @@ class LevenbergMarquardt(eqx.Module):
             steps back (Nielsen's update lowers ``mu`` by at most 3x per
             step).  A step that fails raises the damping, so far from a
             solution the solver still moves to gradient descent.
+        second_order: given the exact Hessian ``H`` of the cost (``solve``'s
+            ``hessian``), switch to a Newton-type model once Gauss-Newton
+            converges slowly.  With a non-zero residual at the solution,
+            Gauss-Newton converges only linearly, at a rate set by the
+            neglected part ``S = H - J^T J``.  When an accepted step's
+            Gauss-Newton step is still more than ``second_order`` times the
+            previous one and already below 5% of ``|w|_inf``, ``S`` is
+            evaluated there once and the remaining steps use the model
+            ``A + S`` (``A`` re-formed at every step): near the solution ``S``
+            changes little, and the convergence becomes close to quadratic.
+            The convergence test is unchanged.  ``None``: Gauss-Newton
+            throughout.
     """
 
     max_steps: int = 100
     rtol: float = 1e-8
     atol: float = 1e-12
     damping: float = 1e-10
+    second_order: float | None = 0.2
 
     def __check_init__(self):
         if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
@@ -133,51 +147,92 @@ class LevenbergMarquardt(eqx.Module):
             raise ValueError("rtol and atol are both 0: the solver could never stop; give one of them > 0")
         if not (isinstance(self.damping, (int, float)) and math.isfinite(self.damping) and self.damping > 0):
             raise ValueError(f"damping must be a positive number, got {self.damping!r}")
+        if self.second_order is not None and not (
+                isinstance(self.second_order, (int, float)) and not isinstance(self.second_order, bool)
+                and 0 <= self.second_order < 1):
+            raise ValueError(f"second_order must be a number in [0, 1) or None, got {self.second_order!r}")
 
-    def solve(self, normal_equations: NormalFn, w0: Float[Array, " n"]) -> Solution:
+    def solve(self, normal_equations: NormalFn, w0: Float[Array, " n"], hessian: HessianFn | None = None
+              ) -> Solution:
         """Minimise from ``w0``, given ``w -> (1/2 ||r||^2, J^T r, J^T J)``; not differentiated.
 
-        The loop carries only the normal equations, never ``r`` or ``J``: with
-        m >> n rows, carrying and selecting the m x n Jacobian every iteration
-        costs more memory traffic than forming ``A``.  jit- and vmap-compatible
-        (under vmap each problem stops updating once it has converged).
+        ``hessian`` (optional): ``w -> H``, the exact Hessian of the cost, for
+        ``second_order``.  The loop carries only the normal equations, never
+        ``r`` or ``J``: with m >> n rows, carrying and selecting the m x n
+        Jacobian every iteration costs more memory traffic than forming
+        ``A``.  jit- and vmap-compatible (under vmap each problem stops
+        updating once it has converged).  The Gauss-Newton steps and the
+        steps with ``S`` are two loops, with ``S`` evaluated between them:
+        under vmap a branch inside one loop would evaluate ``S`` at every
+        step of every problem.
         """
         w0 = jax.lax.stop_gradient(w0)
         eps = jnp.finfo(w0.dtype).eps
         cost0, g0, A0 = normal_equations(w0)
         finite0 = _finite(cost0, g0, A0)
+        newton = hessian is not None and self.second_order is not None
 
-        def converged(w, A, g):
-            gn = _gauss_newton_step(A, g)
-            return jnp.max(jnp.abs(gn)) <= self.atol + self.rtol * jnp.max(jnp.abs(w))
+        def gn_size(w, A, g):
+            return jnp.max(jnp.abs(_gauss_newton_step(A, g)))
 
+        def converged(w, size):
+            return size <= self.atol + self.rtol * jnp.max(jnp.abs(w))
+
+        size0 = gn_size(w0, A0, g0)
         init = dict(w=w0, g=g0, A=A0, cost=cost0,
                     mu=jnp.asarray(self.damping, w0.dtype), nu=jnp.asarray(2.0, w0.dtype),
-                    step=jnp.asarray(0), done=converged(w0, A0, g0) | ~finite0)
+                    step=jnp.asarray(0), done=converged(w0, size0) | ~finite0, size=size0,
+                    slow=jnp.asarray(False))
 
-        def cond(s):
-            return ~s["done"] & (s["step"] < self.max_steps)
-
-        def body(s):
-            delta = _damped_step(s["A"], s["g"], s["mu"])
+        def body(s, S):
+            M = s["A"] + S
+            delta = _damped_step(M, s["g"], s["mu"], jnp.diag(s["A"]))
+            # A model A + S that the damping does not make positive definite: a Gauss-Newton step.
+            fallback = ~jnp.all(jnp.isfinite(delta))
+            delta = jnp.where(fallback, _damped_step(s["A"], s["g"], s["mu"], jnp.diag(s["A"])), delta)
+            M = jnp.where(fallback, s["A"], M)
             w_new = s["w"] + delta
             cost_new, g_new, A_new = normal_equations(w_new)
-            # Predicted reduction of the quadratic model: -(g.d + d.A.d / 2) > 0.
-            pred = -(s["g"] @ delta + 0.5 * delta @ (s["A"] @ delta))
+            # Predicted reduction of the quadratic model: -(g.d + d.M.d / 2) > 0.
+            pred = -(s["g"] @ delta + 0.5 * delta @ (M @ delta))
             rho = (s["cost"] - cost_new) / jnp.where(pred > 0, pred, 1.0)
             # Below ~eps * cost the change in cost is rounding noise and rho
             # is meaningless; there the quadratic model is trusted.
             tiny = pred <= 16.0 * eps * s["cost"]
             ok = _finite(cost_new, g_new, A_new) & (pred > 0) & ((rho > 0) | tiny)
             mu_ok = s["mu"] * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * jnp.clip(rho, 0.0, 1.0) - 1.0) ** 3)
+            size_new = gn_size(w_new, A_new, g_new)
+            done = ok & converged(w_new, size_new)
+            # Linear convergence: the Gauss-Newton step shrank by less than
+            # second_order, and w is already close (5% of |w|).
+            slow = ok & ~done & (size_new > (self.second_order or 0.0) * s["size"]) \
+                & (size_new < 0.05 * jnp.max(jnp.abs(w_new)))
             pick = lambda a, b: jnp.where(ok, a, b)  # noqa: E731
             return dict(
                 w=pick(w_new, s["w"]), g=pick(g_new, s["g"]), A=pick(A_new, s["A"]),
                 cost=pick(cost_new, s["cost"]),
                 mu=pick(mu_ok, s["mu"] * s["nu"]), nu=pick(jnp.asarray(2.0, w0.dtype), 2.0 * s["nu"]),
-                step=s["step"] + 1, done=ok & converged(w_new, A_new, g_new))
+                step=s["step"] + 1, done=done, size=pick(size_new, s["size"]), slow=slow)
 
-        s = jax.lax.while_loop(cond, body, init)
+        running = lambda s: ~s["done"] & (s["step"] < self.max_steps)  # noqa: E731
+        zero = jnp.zeros_like(A0)
+        if not newton:
+            s = jax.lax.while_loop(running, lambda s: body(s, zero), init)
+        else:
+            s = jax.lax.while_loop(lambda s: running(s) & ~s["slow"], lambda s: body(s, zero), init)
+
+            # S at the switch, for a problem still running (zeros for one that
+            # is done).  A loop of at most one step, not a cond: under vmap a
+            # cond evaluates both branches, a loop runs only while some
+            # problem needs it, so problems that all converged in the first
+            # loop never pay for the Hessian.
+            def curvature(c):
+                S = hessian(c["s"]["w"]) - c["s"]["A"]
+                return dict(c, S=jnp.where(jnp.all(jnp.isfinite(S)), S, zero), have=jnp.asarray(True))
+
+            c = jax.lax.while_loop(lambda c: running(c["s"]) & ~c["have"], curvature,
+                                   dict(s=s, S=zero, have=jnp.asarray(False)))
+            s = jax.lax.while_loop(running, lambda s: body(s, c["S"]), s)
         # A solution that is not finite is never "converged" (a NaN in a
         # problem's arrays can leave A, g and the cost finite but w not).
         finite = finite0 & jnp.all(jnp.isfinite(s["w"])) & jnp.isfinite(s["cost"])
@@ -191,12 +246,13 @@ def _finite(cost, g, A):
     return jnp.isfinite(cost) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(A))
 
 
-def _damped_step(A, g, mu):
-    # Marquardt's scaling (mu * diag(A)) makes the step invariant to the
-    # scale of each unknown; clip the diagonal so a zero column still damps.
-    d = jnp.diag(A)
-    d = jnp.maximum(d, 1e-12 * jnp.max(d) + jnp.finfo(A.dtype).tiny)
-    L, lower = jax.scipy.linalg.cho_factor(A + mu * jnp.diag(d), lower=True)
+def _damped_step(M, g, mu, d):
+    # Marquardt's scaling (mu * diag(A), d = diag(A) of the Gauss-Newton
+    # matrix, non-negative) makes the step invariant to the scale of each
+    # unknown; clip the diagonal so a zero column still damps.  M is the
+    # model's matrix (A, or A + S).
+    d = jnp.maximum(d, 1e-12 * jnp.max(d) + jnp.finfo(M.dtype).tiny)
+    L, lower = jax.scipy.linalg.cho_factor(M + mu * jnp.diag(d), lower=True)
     return -jax.scipy.linalg.cho_solve((L, lower), g)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ..constraint import HardConstraint, RowScope, Start
+from ..constraint import ExpertLoop, HardConstraint, RowScope, Start
 from ..experts import RowWeights
 from ..least_squares import LevenbergMarquardt
 from ..linearise import InitialCondition
@@ -149,6 +149,7 @@ class ConstraintConfig:
     initial_condition: InitialCondition = _layer_default("initial_condition")
     overlap: tuple[int, ...] | None = _layer_default("overlap")
     blend: bool = _layer_default("blend")
+    expert_loop: ExpertLoop = _layer_default("expert_loop")
     global_steps: int = 0
 
     def layer_options(self) -> dict:
