@@ -18,6 +18,7 @@ from ..constraint import ExpertLoop, HardConstraint, RowScope, Start
 from ..experts import RowWeights
 from ..least_squares import LevenbergMarquardt
 from ..linearise import InitialCondition
+from ..models.methods import Features
 from ..sharding import MeshError, check_mesh
 
 
@@ -113,7 +114,7 @@ class ModelConfig:
     padding: tuple[int, ...] = (0, 0)
     init_from: str | None = None
     dtype: typing.Literal["float32", "float64"] = "float32"
-    features: typing.Literal["initial", "tendency"] = "initial"
+    features: Features = "initial"
 
 
 def _layer_default(name: str):
