@@ -46,8 +46,6 @@ def _cmd_generate_config(a) -> int:
     from .training.data import ensure_reference, prepare_data
     from .training.problems import problem_of
 
-    if getattr(a, "problem", None):
-        raise UsageError("give either a problem (pihc generate diffusion-sorption ...) or --config, not both")
     cfg = load_config(a.config, list(a.set) + ([f"data.path={a.out}"] if a.out else []))
     if a.samples is not None:
         g = dataclasses.replace(cfg.data.generate, samples=a.samples)
@@ -66,7 +64,13 @@ def _cmd_generate_config(a) -> int:
     return 0
 
 
+def _refuse_config_with_problem(a) -> None:
+    if getattr(a, "config", None) and getattr(a, "problem", None):
+        raise UsageError("give either a problem (pihc generate diffusion-sorption ...) or --config, not both")
+
+
 def _cmd_generate(a) -> int:
+    _refuse_config_with_problem(a)
     if a.config:
         return _cmd_generate_config(a)
     if not getattr(a, "problem", None):
@@ -87,6 +91,7 @@ def _cmd_generate_ns(a) -> int:
     from .data.navier_stokes import check_generate_args, generate_navier_stokes
     from .files import check_writable
 
+    _refuse_config_with_problem(a)
     ny = a.nx if a.ny is None else a.ny
     try:
         check_generate_args(samples=a.samples, nx=a.nx, ny=ny, nt=a.nt, t_end=a.t_end, viscosity=a.viscosity,
@@ -410,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
                          " slowest member's step); batches run in parallel, one process per core")
     ds.add_argument("--out", required=True, help="HDF5 file to write (atomically)")
     ds.add_argument("--quiet", action="store_true", help="no progress bar")
-    ds.set_defaults(func=_cmd_generate, config=None)
+    # No `config` default here: a subcommand's defaults would overwrite the parent's --config.
+    ds.set_defaults(func=_cmd_generate)
 
     ns = gsub.add_parser("navier-stokes", help="2D Navier-Stokes (vorticity form) on the periodic unit square")
     ns.add_argument("--samples", type=positive, required=True, help="number of trajectories")
@@ -429,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     ns.add_argument("--dtype", default="float32", help="stored precision: float32 or float64")
     ns.add_argument("--out", required=True, help="HDF5 file to write (atomically)")
     ns.add_argument("--quiet", action="store_true", help="no progress bar")
-    ns.set_defaults(func=_cmd_generate_ns, config=None)
+    ns.set_defaults(func=_cmd_generate_ns)
 
     d = sub.add_parser("data", help="inspect datasets")
     dsub = d.add_subparsers(dest="action", required=True)
