@@ -130,3 +130,19 @@ def test_gpu_runs_reads_variants_and_tells_which_runs_to_start_resume_or_evaluat
     assert state() == "trained"
     (run / "evaluation.json").write_text("{}")
     assert state() == "evaluated"
+
+
+def test_span_fit_is_exact_for_a_field_in_the_span_of_each_block():
+    """``benchmarks/basis_diagnostics.py``'s span fit: a field made of one weight vector per block is
+    fitted exactly block by block, and by one global weight vector only to the extent the blocks agree."""
+    span_fit = runpy.run_path(str(BENCHMARKS / "basis_diagnostics.py"))["span_fit"]
+    from pihc.partition import partition, unpartition
+
+    rng = np.random.default_rng(0)
+    B, offset = rng.standard_normal((4, 6, 8, 3)), rng.standard_normal((4, 6, 8))
+    w = rng.standard_normal((4, 3))  # splits (1, 2, 2): four blocks, each its own weights
+    u = unpartition(np.einsum("k...n,kn->k...", np.asarray(partition(B, (1, 2, 2))), w), (1, 2, 2)) + offset
+    assert span_fit(B, offset, np.asarray(u), (1, 2, 2)) < 1e-12
+    assert span_fit(B, offset, np.asarray(u), (1, 1, 1)) > 0.1
+    same = np.einsum("...n,n->...", B, w[0]) + offset
+    assert span_fit(B, offset, same, (1, 1, 1)) < 1e-12

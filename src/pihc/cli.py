@@ -281,6 +281,7 @@ BENCHMARK_HELP = {
     "ns-constraint": "the constraint layer at the paper's Navier-Stokes size (forward + backward)",
     "speed-points": "training-step and inference time against the number of sampled points",
     "scaling": "the constraint layer and a training step over 1-8 devices, and a cost model for GPUs and hosts",
+    "basis": "a trained run's basis: the truth's best fit in its span, and the experts' terms against the whole",
 }
 BENCHMARKS = {
     "constraint": "constraint_scaling",
@@ -296,6 +297,7 @@ BENCHMARKS = {
     "ns-constraint": "ns_constraint_speed",
     "speed-points": "speed_points",
     "scaling": "scaling",
+    "basis": "basis_diagnostics",
 }
 
 
