@@ -93,6 +93,7 @@ def main(argv=None) -> dict:
     jax.config.update("jax_enable_x64", True)
     from pihc.training import (CHECKPOINT, evaluate, load_config, prepare_data, read_checkpoint_meta, train,
                                write_report)
+    from pihc.training.config import config_changes, config_json
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=[f"diffusion-sorption/{m}-small" for m in ("sc", "hc", "moe")])
@@ -122,6 +123,12 @@ def main(argv=None) -> dict:
         cfg = load_config(name, overrides + ([] if seed is None else [f"run.seed={seed}"]))
         run = Path(a.out_dir) / (Path(name).name + ("" if seed is None else f"-s{seed}"))
         t0 = time.perf_counter()
+        if (run / "config.yaml").is_file():  # a finished run is reused only if it is this config's
+            changes = config_changes(config_json(load_config(run / "config.yaml")), config_json(cfg))
+            if changes:
+                shown = "; ".join(f"{k}: {x!r} there, {y!r} here" for k, x, y in changes[:4])
+                raise SystemExit(f"error: {run} holds a run of another config than {name} ({shown}); remove it"
+                                 " or give another --out-dir")
         done = (run / CHECKPOINT).exists() and read_checkpoint_meta(run / CHECKPOINT)["step"] >= cfg.optim.steps
         if not done:
             train(cfg, run, resume=(run / CHECKPOINT).exists())

@@ -146,3 +146,18 @@ def test_span_fit_is_exact_for_a_field_in_the_span_of_each_block():
     assert span_fit(B, offset, np.asarray(u), (1, 1, 1)) > 0.1
     same = np.einsum("...n,n->...", B, w[0]) + offset
     assert span_fit(B, offset, same, (1, 1, 1)) < 1e-12
+
+
+def test_accuracy_refuses_to_reuse_a_run_of_another_config(tmp_path, monkeypatch, capsys):
+    """``benchmarks/accuracy.py`` reuses finished runs in ``--out-dir``; one made by another config is
+    refused by name, before any training, rather than scored as this config's."""
+    from pihc.training.config import load_config, save_config
+
+    run = tmp_path / "sc-small-s0"
+    run.mkdir()
+    save_config(load_config("diffusion-sorption/sc-small", ["run.seed=0", "optim.lr=0.002"]), run / "config.yaml")
+    with pytest.raises(SystemExit) as e:
+        _run_benchmark("accuracy", "--configs", "diffusion-sorption/sc-small", "--seeds", 0, "--floor-samples", 0,
+                       "--out-dir", tmp_path, "--json", tmp_path / "a.json", monkeypatch=monkeypatch)
+    assert "holds a run of another config than diffusion-sorption/sc-small (optim.lr: 0.002 there" in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sc-small-s0"] and not (run / "metrics.jsonl").exists()
