@@ -32,7 +32,7 @@ import numpy as np
 
 def span_fit(B: np.ndarray, offset: np.ndarray, truth: np.ndarray, splits) -> float:
     """Relative L2 error of the truth's best L2 fit by ``B w + offset``, one ``w`` per block of ``splits``."""
-    from pihc.partition import partition
+    from pihc import partition
 
     Bk, ok, tk = (np.asarray(partition(a, splits)) for a in (B, offset, truth))
     fit = np.empty_like(tk)
@@ -52,10 +52,8 @@ def diagnose(run: str, samples: int, blocks) -> dict:
     import jax.numpy as jnp
 
     jax.config.update("jax_enable_x64", True)
-    from pihc.linearise import parametrise
-    from pihc.partition import partition
-    from pihc.training.data import load_fields
-    from pihc.training.run import load_run
+    from pihc import linearise, partition
+    from pihc.training import load_fields, load_run
 
     cfg, data, model, _ = load_run(run, lambda s: None)
     if not hasattr(model, "constraint"):
@@ -74,7 +72,8 @@ def diagnose(run: str, samples: int, blocks) -> dict:
         u0, T = jnp.asarray(truth[i, 0]), np.asarray(truth[i], np.float64)
         basis = model.basis(u0).astype(jnp.float64)
         out = layer(basis, u0, jax.random.key(int(idx[i])))
-        B, off = (np.asarray(a) for a in parametrise(pde, basis, u0, grid, layer.initial_condition))
+        lin = linearise(pde, basis, u0, grid, layer.initial_condition)  # u = B w + offset, as the layer has it
+        B, off = np.asarray(lin.B), np.asarray(lin.offset)
         u = np.asarray(out.u)
         row = {"sample": int(idx[i]), "prediction": _rel(u, T), "span_fit_global": span_fit(B, off, T, (1,) * grid.ndim),
                "residual_prediction": float(np.mean(np.asarray(residual(out.u))[domain] ** 2)),
