@@ -52,7 +52,7 @@ def diagnose(run: str, samples: int, blocks) -> dict:
     import jax.numpy as jnp
 
     jax.config.update("jax_enable_x64", True)
-    from pihc import linearise, partition
+    from pihc import partition
     from pihc.training import load_fields, load_run
 
     cfg, data, model, _ = load_run(run, lambda s: None)
@@ -71,9 +71,10 @@ def diagnose(run: str, samples: int, blocks) -> dict:
     for i in range(len(idx)):
         u0, T = jnp.asarray(truth[i, 0]), np.asarray(truth[i], np.float64)
         basis = model.basis(u0).astype(jnp.float64)
-        out = layer(basis, u0, jax.random.key(int(idx[i])))
-        lin = linearise(pde, basis, u0, grid, layer.initial_condition)  # u = B w + offset, as the layer has it
-        B, off = np.asarray(lin.B), np.asarray(lin.offset)
+        key = jax.random.key(int(idx[i]))
+        out = layer(basis, u0, key)
+        problem = layer.problem(basis, u0, key)  # u = B w + offset, as the layer has it (no terms formed)
+        B, off = np.asarray(problem.B), np.asarray(problem.offset)
         u = np.asarray(out.u)
         row = {"sample": int(idx[i]), "prediction": _rel(u, T), "span_fit_global": span_fit(B, off, T, (1,) * grid.ndim),
                "residual_prediction": float(np.mean(np.asarray(residual(out.u))[domain] ** 2)),
@@ -100,9 +101,10 @@ def diagnose(run: str, samples: int, blocks) -> dict:
 
     keys = ["prediction", "span_fit_global", "span_fit_blocks", "residual_prediction", "residual_truth",
             "terms_expert_vs_assembled", "terms_assembled_vs_truth"]
+    means = {k: mean(k) for k in keys}
     return {"run": str(run), "method": cfg.model.method, "splits": list(splits),
             "blocks": None if blocks is None else list(blocks), "samples": len(rows),
-            "mean": {k: mean(k) for k in keys if mean(k) is not None}, "per_sample": rows}
+            "mean": {k: v for k, v in means.items() if v is not None}, "per_sample": rows}
 
 
 def main(argv=None) -> dict:
