@@ -36,7 +36,7 @@ then timed ``--repeats`` times; the median is reported, with the solver's
 iterations and status per expert (every solve must converge).
 
     python benchmarks/ns_constraint_speed.py --out docs/bench/ns_constraint_speed.json
-    python benchmarks/ns_constraint_speed.py --baseline-src /tmp/base/src --out ...
+    python benchmarks/ns_constraint_speed.py --baseline-src /tmp/base/src --baseline-label <commit> --out ...
 """
 
 from __future__ import annotations
@@ -148,6 +148,8 @@ def main(argv=None) -> dict:
                         " (small residuals); random: smooth random columns only (large residuals)")
     p.add_argument("--rtol", type=float, default=1e-7, help="the solver's rtol (navier-stokes/moe: 1e-7)")
     p.add_argument("--baseline-src", help="also time the library in this src folder (another commit's export)")
+    p.add_argument("--baseline-label", help="what --baseline-src is, for the JSON (e.g. its commit); a"
+                   " machine's path is not recorded")
     p.add_argument("--out", default="docs/bench/ns_constraint_speed.json")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -189,7 +191,7 @@ def main(argv=None) -> dict:
               flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {"benchmark": "ns_constraint_speed", "date": time.strftime("%Y-%m-%d"), "commit": commit,
-              "baseline_src": a.baseline_src,
+              "baseline": (a.baseline_label or "another version's src folder") if a.baseline_src else None,
               "cpu_threads": 1, "load_average_1_5_15min_at_end": list(os.getloadavg()), "rows": rows,
               "paper_released_layer_s": {"PI-HC": 11.8, "PI-HC-MoE": 12.8}}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
