@@ -69,8 +69,10 @@ def reference_weights(hc, basis, u0, points, expert, start):
     return scipy.optimize.least_squares(r, x0, xtol=1e-15, ftol=1e-15, gtol=1e-15).x
 
 
-def test_linearise_is_the_affine_decomposition():
-    b = smooth_basis()
+# 6, 7 and 24 columns: the forward pass takes them in chunks of 2, 1 and 8.
+@pytest.mark.parametrize("n_basis", [6, 7, 24])
+def test_linearise_is_the_affine_decomposition(n_basis):
+    b = smooth_basis(n_basis)
     u0 = jnp.full(GRID.shape[1], 0.1)
     w = jnp.asarray(np.random.default_rng(1).normal(size=b.shape[-1]))
     lin = linearise(PDE, b, u0, GRID)
