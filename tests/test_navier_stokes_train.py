@@ -7,6 +7,7 @@ generator when the file is missing, as a user's first run would.
 
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -57,6 +58,12 @@ def test_the_small_moe_trains_on_generated_data_and_evaluates(tmp_path):
     (["model.modes=[3, 3]"], ConfigError, r"model.modes \[3, 3\] needs one entry per grid axis \(t, x, y\)"),
     (["data.generate.constants={viscosity: 1.0e-3}"], ConfigError, "holds data with viscosity = 0.0001, but the"
                                                                   " config asks for 0.001"),
+    (["pde.viscosity=1.0e-3"], ConfigError, "pde.viscosity is a physical constant of NavierStokes2D, which comes"
+                                            " with the data; set data.generate.constants.viscosity"),
+    (["pde.time_stencil=bdf"], ConfigError, "pde.time_stencil must be one of 'midpoint', 'backward', 'central'"),
+    (["pde.time_accuracy=4"], ConfigError, r"pde: time_accuracy 4 is not available for the midpoint stencil"),
+    (["pde.stencil=central"], ConfigError, r"pde.stencil: NavierStokes2D has no such option; its options are"
+                                           r" \['subtract_mean', 'time_accuracy', 'time_stencil'\]"),
 ])
 def test_bad_grids_splits_and_constants_are_refused_before_any_compute(tmp_path, override, error, match):
     from pihc.training.loop import train
@@ -67,6 +74,26 @@ def test_bad_grids_splits_and_constants_are_refused_before_any_compute(tmp_path,
     with pytest.raises(error, match=match):  # when the config is loaded, or when the run starts
         train(tiny(tmp_path, *override, data=data), tmp_path / "refused", **QUIET)
     assert not (tmp_path / "never.h5").exists() and not (tmp_path / "refused" / "checkpoint.eqx").exists()
+
+
+def test_the_configs_pde_options_set_the_residual_that_trains_and_scores(tmp_path):
+    """``pde: {time_stencil: central, time_accuracy: 4}`` reaches the PDE of training and evaluation: the
+    residual's w_t is then the fourth-order central difference (checked against numpy's), not midpoint's."""
+    from pihc.training.evaluation import _other_data
+
+    cfg = tiny(tmp_path, "pde.time_stencil=central", "pde.time_accuracy=4")
+    data = prepare_data(cfg, **QUIET)
+    assert (data.pde.time_stencil, data.pde.time_accuracy, data.pde.viscosity) == ("central", 4, 1e-4)
+    assert _other_data(cfg, data, cfg.data.path).pde.time_stencil == "central"
+    grid = data.grid
+    t = grid.axes[0].coords
+    w = jnp.broadcast_to(jnp.sin(3.0 * jnp.asarray(t))[:, None, None], grid.shape)
+    w_t = np.asarray(data.pde.terms(w, grid)[..., 0])[:, 0, 0]
+    dt = t[1] - t[0]
+    w = np.asarray(w)
+    central4 = (w[:-4, 0, 0] - 8 * w[1:-3, 0, 0] + 8 * w[3:-1, 0, 0] - w[4:, 0, 0]) / (12 * dt)
+    np.testing.assert_allclose(w_t[2:-2], central4, rtol=1e-12)
+    assert not np.allclose(w_t[2:-2], (w[2:-2, 0, 0] - w[1:-3, 0, 0]) / dt, rtol=1e-3)  # not midpoint's w_t
 
 
 def test_seams_on_the_torus_include_the_wrap():

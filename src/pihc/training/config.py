@@ -240,10 +240,15 @@ class Config:
     :class:`pihc.Problem` as ``"module.path:Attribute"``, importable from the
     working directory; ``problem_options``: that class's fields (its
     constructor's keyword arguments, e.g. ``{viscosity: 0.01}``).
+    ``pde``: the PDE's discretisation options, its static fields (e.g.
+    ``{time_stencil: backward, time_accuracy: 2}``), set on the PDE the data
+    come with; its physical constants come from the data
+    (``data.generate.constants``).
     """
 
     problem: str = "diffusion-sorption"
     problem_options: dict = dataclasses.field(default_factory=dict)
+    pde: dict = dataclasses.field(default_factory=dict)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     constraint: ConstraintConfig = ConstraintConfig()

@@ -17,6 +17,7 @@ Two kinds of problem (:mod:`pihc.training.problems`):
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,9 +117,16 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
             data_grid = problem.grid((g.nt, g.nx) + (() if g.ny is None else (g.ny,)))
             test_idx = np.arange(n_test)
         data_grid.factors_to(whole)  # raises a GridError naming the axis if not an integer multiple
-        return PreparedData(problem.source.pde, grid, data_grid, str(path), np.arange(n_train), test_idx,
-                            full_grid)
+        return PreparedData(configured_pde(problem.source.pde, cfg.pde), grid, data_grid, str(path),
+                            np.arange(n_train), test_idx, full_grid)
     if not path.exists():
+        if cfg.pde and problem.pde is not None:  # the config's pde options, checked before the data are made
+            try:
+                pde = problem.pde(dict(cfg.data.generate.constants))
+            except (TypeError, ValueError):
+                pde = None  # constants the generator refuses, in its own words, below
+            if pde is not None:
+                configured_pde(pde, cfg.pde)
         _generate(cfg, path, cfg.data.generator(), log, progress)
     ds = problem.open(path)
     check_constants(ds.pde, cfg.data.generate.constants, path)
@@ -127,7 +135,40 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
     n_train, n_test = _split_sizes(cfg, n, str(path))
     test_idx = np.arange(n - n_test, n)
     train_idx = np.arange(0, n_train)
-    return PreparedData(ds.pde, grid, ds.grid, str(path), train_idx, test_idx, full_grid)
+    return PreparedData(configured_pde(ds.pde, cfg.pde), grid, ds.grid, str(path), train_idx, test_idx, full_grid)
+
+
+def configured_pde(pde: PDE, options: dict) -> PDE:
+    """``pde`` with the config's discretisation options (``cfg.pde``) set.
+
+    Only static fields (a stencil, an order, a residual's form) may be set:
+    the others are physical constants, which belong to the data.  Raises a
+    ConfigError naming the option for an unknown field, a constant, or a
+    value the PDE refuses.
+    """
+    if not options:
+        return pde
+    fields = {f.name: f for f in dataclasses.fields(pde)}
+    name = type(pde).__name__
+    options_of = sorted(n for n, f in fields.items() if f.metadata.get("static", False))
+    for key in options:
+        if key not in fields:
+            raise ConfigError(f"pde.{key}: {name} has no such option; its options are {options_of}")
+        if not fields[key].metadata.get("static", False):
+            raise ConfigError(f"pde.{key} is a physical constant of {name}, which comes with the data; set"
+                              f" data.generate.constants.{key} and give data made with it (pde sets only the"
+                              f" options {options_of})")
+    hints = typing.get_type_hints(type(pde))
+    for key, value in options.items():
+        tp = hints.get(key)
+        if typing.get_origin(tp) is typing.Literal and value not in typing.get_args(tp):
+            raise ConfigError(f"pde.{key} must be one of {', '.join(map(repr, typing.get_args(tp)))}; got {value!r}")
+        if tp in (bool, int) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+            raise ConfigError(f"pde.{key} must be {'true or false' if tp is bool else 'an integer'}; got {value!r}")
+    try:
+        return dataclasses.replace(pde, **options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"pde: {str(err).splitlines()[0]}") from None
 
 
 def check_constants(pde: PDE, constants: dict, path) -> None:

@@ -34,7 +34,7 @@ from ..data.hdf5 import DataError
 from ..files import check_writable
 from .io import MetricsLog, atomic_write_text, finite_json
 from .problems import problem_of
-from .data import PreparedData, load_fields
+from .data import PreparedData, configured_pde, load_fields
 from .model import on_grid
 from .run import load_run
 
@@ -261,7 +261,8 @@ def _other_data(cfg: Config, data: PreparedData, path: str) -> PreparedData:
     ds.grid.factors_to(data.grid)  # refuses data that is not an integer multiple of the model grid
     n = len(ds.samples)
     n_test = min(cfg.data.test_samples, n)
-    return PreparedData(ds.pde, data.grid, ds.grid, str(path), np.arange(0), np.arange(n - n_test, n))
+    return PreparedData(configured_pde(ds.pde, cfg.pde), data.grid, ds.grid, str(path), np.arange(0),
+                        np.arange(n - n_test, n))
 
 
 def _solver_timing(cfg: Config, data: PreparedData, u0: np.ndarray, n: int = 8) -> dict:

@@ -42,6 +42,9 @@ class Problem:
         initial: optional ``(seeds, grid) -> (n, *space)``: the initial conditions of
             the given sample seeds.  A problem with one trains without a data file.
         source: the :class:`pihc.Problem` this record was made from (None for a registered one).
+        pde: optional ``constants -> PDE``: the PDE whose data ``generate`` writes, given
+            ``data.generate.constants``; lets a config's ``pde`` options be checked before
+            the data are generated.
     """
 
     open: Callable[[Path], Any]
@@ -50,6 +53,7 @@ class Problem:
     solve: Callable | None = None
     initial: Callable[[np.ndarray, Grid], np.ndarray] | None = None
     source: Any = None
+    pde: Callable[[dict], Any] | None = None
 
 
 def _ds_open(path):
@@ -95,6 +99,18 @@ def _ns_generate(path, g: GeneratorConfig, progress: bool = True):
                                   solve_nx=g.solve_nx, progress=progress, **g.constants)
 
 
+def _ds_pde(constants):
+    from ..pdes.diffusion_sorption import DiffusionSorption
+
+    return DiffusionSorption(**constants)
+
+
+def _ns_pde(constants):
+    from ..pdes.navier_stokes import NavierStokes2D
+
+    return NavierStokes2D(**constants)
+
+
 def _ns_solve(u0, pde, grid):
     from ..data.navier_stokes import solve_navier_stokes
 
@@ -120,8 +136,9 @@ def _ns_grid(shape):
 
 _PROBLEMS: dict[str, Problem] = {
     "diffusion-sorption": Problem(open=_ds_open, generate=_ds_generate, grid=_ds_grid,
-                                  solve=_ds_solve),
-    "navier-stokes": Problem(open=_ds_open, generate=_ns_generate, grid=_ns_grid, solve=_ns_solve),
+                                  solve=_ds_solve, pde=_ds_pde),
+    "navier-stokes": Problem(open=_ds_open, generate=_ns_generate, grid=_ns_grid, solve=_ns_solve,
+                             pde=_ns_pde),
 }
 
 
