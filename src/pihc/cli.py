@@ -271,7 +271,7 @@ BENCHMARK_HELP = {
     "constraint": "the constraint layer's cost and accuracy against its size (and optimistix)",
     "constraint-ablation": "accuracy of the constraint's options (rows, weights, blending)",
     "step-cost": "seconds per training step of PI-SC, PI-HC and PI-HC-MoE",
-    "step-profile": "a training step's time by named scope (backbone, constraint, loss)",
+    "step-profile": "a training step's time by part (backbone, constraint layer, loss, optimiser update)",
     "step-memory": "peak memory of a training step of PI-SC, PI-HC and PI-HC-MoE",
     "accuracy": "train and evaluate configs over seeds (the results tables)",
     "generator": "the diffusion-sorption data generator's speed and accuracy",

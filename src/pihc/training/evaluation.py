@@ -30,7 +30,7 @@ import numpy as np
 from ..grid import Grid, GridError
 from ..losses import physics_loss
 from .config import Config
-from ..data.hdf5 import DataError
+from ..data.hdf5 import DataError, pde_constants
 from ..files import check_writable
 from .io import MetricsLog, atomic_write_text, finite_json
 from .problems import problem_of
@@ -258,6 +258,17 @@ def window_mask(grid: Grid, window: tuple[float, float]) -> np.ndarray:
 
 def _other_data(cfg: Config, data: PreparedData, path: str) -> PreparedData:
     ds = problem_of(cfg).open(Path(path))
+    # Data of another PDE, or of the same PDE with other constants, would be scored against the
+    # wrong physics: refused by name before the grids are compared.
+    have, want = type(ds.pde).__name__, type(data.pde).__name__
+    if have != want:
+        raise DataError(f"{path} holds {have} data; the run was trained on {want}: give data of {want}"
+                        " (pihc data info FILE names a file's PDE)")
+    trained = pde_constants(data.pde)
+    for name, value in pde_constants(ds.pde).items():
+        if name in trained and not np.isclose(value, trained[name], rtol=1e-9, atol=0.0):
+            raise DataError(f"{path} holds data with {name} = {value:g}; the run was trained with {name} ="
+                            f" {trained[name]:g}: give data made with {name} = {trained[name]:g}")
     ds.grid.factors_to(data.grid)  # refuses data that is not an integer multiple of the model grid
     n = len(ds.samples)
     n_test = min(cfg.data.test_samples, n)
