@@ -174,12 +174,16 @@ class LossConfig:
     restricted (:meth:`~pihc.grid.Grid.restrict`: every k-th time, cell
     averages in x) before the loss is evaluated; the model and its hard
     constraint stay on the full grid.  Unset: the loss is on the model's grid.
+
+    ``causal``: epsilon of the causal weighting of the PDE residual's time
+    levels (:class:`pihc.LossWeights`); 0 (default) is the plain mean square.
     """
 
     pde: float = 1.0
     initial: float = 1.0
     boundary: float = 1.0
     coarsen: tuple[int, ...] | None = None
+    causal: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -473,7 +477,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optim.decay_rate must be in (0, 1], got {o.decay_rate}")
     if not o.clip > 0:
         raise ConfigError(f"optim.clip must be > 0, got {o.clip}")
-    for name in ("pde", "initial", "boundary"):
+    for name in ("pde", "initial", "boundary", "causal"):
         if getattr(cfg.loss, name) < 0:
             raise ConfigError(f"loss.{name} must be >= 0, got {getattr(cfg.loss, name)}")
     try:

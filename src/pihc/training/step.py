@@ -93,7 +93,7 @@ def make_step(cfg: Config, optimizer, pde: PDE, grid: Grid, constraint: HardCons
     replicated (:func:`~pihc.sharding.replicated`), and so they leave.
     None: today's one-device step.
     """
-    weights = LossWeights(cfg.loss.pde, cfg.loss.initial, cfg.loss.boundary)
+    weights = LossWeights(cfg.loss.pde, cfg.loss.initial, cfg.loss.boundary, cfg.loss.causal)
     coarse = loss_grid(cfg, grid) if cfg.loss.coarsen is not None else None
     spmd = None if mesh is None else BATCH
 
