@@ -50,12 +50,13 @@ def test_the_small_moe_trains_on_generated_data_and_evaluates(tmp_path):
     fine = evaluate(run, grid=(9, 16, 16), plots=False, log=lambda s: None)
     assert fine["grid"] == [9, 16, 16] and fine["trained_grid"] == [9, 8, 8] and np.isfinite(fine["rel_l2_mean"])
     # Data of another viscosity, or of another PDE, are refused by name before anything is scored.
-    from pihc.data.diffusion_sorption import generate_diffusion_sorption
-    from pihc.data.hdf5 import DataError
+    from pihc.data.hdf5 import DataError, write_pdebench
     from pihc.data.navier_stokes import generate_navier_stokes
+    from pihc.pdes import DiffusionSorption, diffusion_sorption_grid
 
     generate_navier_stokes(tmp_path / "nu.h5", samples=2, nx=16, nt=9, viscosity=1e-3, progress=False)
-    generate_diffusion_sorption(tmp_path / "ds.h5", samples=2, nx=16, nt=9, progress=False)
+    write_pdebench(tmp_path / "ds.h5", [np.zeros((2, 9, 16))], diffusion_sorption_grid(9, 16), {}, 2,
+                   pde=DiffusionSorption())  # the file's PDE is what counts, not its values
     for path, match in (("nu.h5", "holds data with viscosity = 0.001; the run was trained with viscosity = 0.0001"),
                         ("ds.h5", "holds DiffusionSorption data; the run was trained on NavierStokes2D")):
         with pytest.raises(DataError, match=match):
