@@ -171,19 +171,31 @@ def configured_pde(pde: PDE, options: dict) -> PDE:
         raise ConfigError(f"pde: {str(err).splitlines()[0]}") from None
 
 
+def mismatched_constant(pde: PDE, constants: dict) -> tuple[str, typing.Any, float] | None:
+    """``(name, the PDE's value, the asked value)`` of the first of ``constants`` the PDE holds with
+    another value, to a relative 1e-9 (files may store constants rounded); None if all agree.
+    A name that is not a field of the PDE is the caller's to refuse."""
+    for name, want in constants.items():
+        have = np.asarray(getattr(pde, name), np.float64)
+        if have.shape != () or not np.isclose(float(have), float(want), rtol=1e-9, atol=0.0):
+            return name, have.tolist(), float(want)
+    return None
+
+
 def check_constants(pde: PDE, constants: dict, path) -> None:
     """Raise ConfigError unless the data's PDE has the constants the config names
-    (``data.generate.constants``), to a relative 1e-9 (files may store them rounded)."""
+    (``data.generate.constants``)."""
     fields = [f.name for f in dataclasses.fields(pde)]
-    for name, want in constants.items():
+    for name in constants:
         if name not in fields:
             raise ConfigError(f"data.generate.constants.{name}: the data's PDE ({type(pde).__name__}) has no"
                               f" constant {name!r}; its fields are {fields}")
-        have = np.asarray(getattr(pde, name), np.float64)
-        if have.shape != () or not np.isclose(float(have), float(want), rtol=1e-9, atol=0.0):
-            raise ConfigError(f"{path} holds data with {name} = {have.tolist()}, but the config asks for"
-                              f" {want} (data.generate.constants.{name}); give data made with {name} = {want}"
-                              f" (another data.path, generated when missing) or set the config to the data's value")
+    bad = mismatched_constant(pde, constants)
+    if bad is not None:
+        name, have, want = bad
+        raise ConfigError(f"{path} holds data with {name} = {have}, but the config asks for"
+                          f" {want:g} (data.generate.constants.{name}); give data made with {name} = {want:g}"
+                          f" (another data.path, generated when missing) or set the config to the data's value")
 
 
 def ensure_reference(cfg: Config, data: PreparedData, log: Callable[[str], None] = print,

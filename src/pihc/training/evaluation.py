@@ -34,7 +34,7 @@ from ..data.hdf5 import DataError, pde_constants
 from ..files import check_writable
 from .io import MetricsLog, atomic_write_text, finite_json
 from .problems import problem_of
-from .data import PreparedData, configured_pde, load_fields
+from .data import PreparedData, configured_pde, load_fields, mismatched_constant
 from .model import on_grid
 from .run import load_run
 
@@ -264,11 +264,11 @@ def _other_data(cfg: Config, data: PreparedData, path: str) -> PreparedData:
     if have != want:
         raise DataError(f"{path} holds {have} data; the run was trained on {want}: give data of {want}"
                         " (pihc data info FILE names a file's PDE)")
-    trained = pde_constants(data.pde)
-    for name, value in pde_constants(ds.pde).items():
-        if name in trained and not np.isclose(value, trained[name], rtol=1e-9, atol=0.0):
-            raise DataError(f"{path} holds data with {name} = {value:g}; the run was trained with {name} ="
-                            f" {trained[name]:g}: give data made with {name} = {trained[name]:g}")
+    bad = mismatched_constant(ds.pde, pde_constants(data.pde))
+    if bad is not None:
+        name, value, trained = bad
+        raise DataError(f"{path} holds data with {name} = {value:g}; the run was trained with {name} ="
+                        f" {trained:g}: give data made with {name} = {trained:g}")
     ds.grid.factors_to(data.grid)  # refuses data that is not an integer multiple of the model grid
     n = len(ds.samples)
     n_test = min(cfg.data.test_samples, n)
