@@ -25,7 +25,8 @@ def tiny(tmp_path, *extra, data="ns.h5"):
         f"data.path={tmp_path / data}", "data.generate.samples=6", "data.generate.nx=16", "data.generate.nt=9",
         "data.generate.solve_nx=32", "data.nt=9", "data.nx=8", "data.ny=8", "data.train_samples=2",
         "data.test_samples=2", "model.width=8", "model.layers=2", "model.modes=[3, 3, 3]", "model.n_basis=8",
-        "model.padding=[2, 0, 0]", "constraint.n_points=40", "constraint.overlap=[0, 1, 1]",
+        "model.padding=[2, 0, 0]", "constraint.splits=[1, 2, 2]", "constraint.n_points=40",
+        "constraint.overlap=[0, 1, 1]",
         "optim.batch=2", "optim.steps=4", "optim.lr=3.0e-3", "run.checkpoint_every=4", *extra])
 
 
