@@ -267,7 +267,8 @@ def _other_data(cfg: Config, data: PreparedData, path: str) -> PreparedData:
     bad = mismatched_constant(ds.pde, pde_constants(data.pde))
     if bad is not None:
         name, value, trained = bad
-        raise DataError(f"{path} holds data with {name} = {value:g}; the run was trained with {name} ="
+        # value is a list for a non-scalar constant, so no float format here
+        raise DataError(f"{path} holds data with {name} = {value}; the run was trained with {name} ="
                         f" {trained:g}: give data made with {name} = {trained:g}")
     ds.grid.factors_to(data.grid)  # refuses data that is not an integer multiple of the model grid
     n = len(ds.samples)
