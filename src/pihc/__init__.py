@@ -19,6 +19,10 @@ command line in :mod:`pihc.cli`; the core never imports either):
 
 __version__ = "0.1.0"
 
+from .xla_flags import apply_cpu_schedule_flag as _apply_cpu_schedule_flag
+
+_apply_cpu_schedule_flag()  # before any backend starts: see pihc.xla_flags (a CPU deadlock it avoids)
+
 from . import derivatives
 from .adjoint import ImplicitAdjoint, StructuredAdjoint
 from .constraint import ConstrainedSolution, HardConstraint

@@ -1,0 +1,59 @@
+"""The CPU schedule flag pihc sets at import (``pihc.xla_flags``) and the deadlock it avoids.
+
+With XLA's concurrency-optimised CPU schedule, a Navier-Stokes MoE step whose
+experts' Levenberg-Marquardt solves run batched (``expert_loop: vmap``) with
+64 basis functions never finishes on a machine with two or more cores. The
+run below is that case at a tiny size: ``pihc train`` in a fresh process, as a
+user starts it, must finish its two steps.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pihc.xla_flags import SCHEDULER_FLAG, apply_cpu_schedule_flag
+
+
+@pytest.mark.parametrize("before,after,added", [
+    (None, f"{SCHEDULER_FLAG}=false", True),
+    ("--xla_force_host_platform_device_count=2", f"--xla_force_host_platform_device_count=2 {SCHEDULER_FLAG}=false",
+     True),
+    (f"{SCHEDULER_FLAG}=true", f"{SCHEDULER_FLAG}=true", False),  # the user's choice stands
+])
+def test_the_flag_is_appended_once_and_a_users_choice_kept(before, after, added):
+    env = {} if before is None else {"XLA_FLAGS": before}
+    assert apply_cpu_schedule_flag(env) is added
+    assert env["XLA_FLAGS"] == after
+    assert apply_cpu_schedule_flag(env) is False and env["XLA_FLAGS"] == after
+
+
+def test_importing_pihc_sets_it_before_any_backend_starts():
+    code = "import os, pihc, jax; jax.numpy.zeros(1).block_until_ready(); print(os.environ['XLA_FLAGS'])"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [f"{SCHEDULER_FLAG}=false"]
+
+
+TINY_N64 = [
+    "data.generate.samples=6", "data.generate.nx=16", "data.generate.nt=9", "data.generate.solve_nx=32",
+    "data.nt=9", "data.nx=8", "data.ny=8", "data.train_samples=2", "data.test_samples=2", "model.width=8",
+    "model.layers=2", "model.modes=[3, 3, 3]", "model.n_basis=64", "model.padding=[2, 0, 0]",
+    "constraint.splits=[1, 2, 2]", "constraint.overlap=[0, 1, 1]", "constraint.n_points=100",
+    "constraint.expert_loop=vmap", "optim.batch=2", "optim.steps=2", "run.checkpoint_every=2"]
+
+
+def test_batched_expert_solves_with_64_basis_functions_finish_on_every_core(tmp_path):
+    sets = [f"data.path={tmp_path / 'ns.h5'}", *TINY_N64]
+    cmd = [sys.executable, "-m", "pihc.cli", "train", "--config", "navier-stokes/moe-small", "--out",
+           str(tmp_path / "run"), "--quiet", *[a for s in sets for a in ("--set", s)]]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # pihc's own default, as a user gets it
+    try:  # about 10 s; without the flag it waits forever, so the limit is generous but finite
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("pihc train did not finish two tiny steps in 240 s (the CPU schedule deadlock)")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["steps"] == 2
