@@ -1,5 +1,6 @@
 """NavierStokes2D against analytic fields: spectral terms, Taylor-Green decay, a forced steady state."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import scipy.optimize
 
 from pihc import HardConstraint, LevenbergMarquardt, NavierStokes2D, RowWeights, navier_stokes_grid
+from pihc.adjoint import ImplicitAdjoint, StructuredAdjoint
 from pihc.grid import Axis, Grid, GridError
 from pihc.least_squares import RESULTS
 
@@ -175,10 +177,6 @@ def test_the_viscosity_gradient_through_the_layer_matches_the_implicit_adjoint_a
     """nu enters the linear term L = w_t - nu lap w, so its cotangent flows through the layer's
     linearisation (not through F): 1 x 2 x 2 experts, blended, the structured adjoint against the
     generic one and a central difference of the converged solve."""
-    import equinox as eqx
-
-    from pihc.adjoint import ImplicitAdjoint, StructuredAdjoint
-
     grid = navier_stokes_grid(6, 8, 8, 0.5)
     basis = _basis(grid, 6, 3)
     u0 = jnp.asarray(taylor_green(grid, 0.0)[0] + 0.3 * np.cos(TAU * grid.mesh()[0, ..., 1]))
