@@ -219,3 +219,34 @@ def test_initial_tendency_is_the_analytic_right_hand_side():
     np.testing.assert_allclose(x[..., -2], np.broadcast_to(r0, grid.shape), atol=1e-11)
     np.testing.assert_allclose(x[..., -1], ref["w"] - t * r0, atol=1e-10)
     np.testing.assert_allclose(x[..., :-2], input_features(jnp.asarray(ref["w"]), grid), atol=0)
+
+
+def test_taylor_features_match_the_solvers_second_time_derivative():
+    """``features="taylor"``: u_tt = N'(w0) N(w0) against a second-order one-sided difference of the
+    pseudo-spectral solver's solution, and the channels w0 - t r0 + t^2/2 u_tt."""
+    from pihc.data.navier_stokes import solve_navier_stokes
+    from pihc.models import feature_count, input_features
+
+    nu, n, h = 1e-2, 32, 1e-3
+    x = np.arange(n) / n
+    X, Y = np.meshgrid(x, x, indexing="ij")
+    # Wavenumbers of at most 2: every product in N(w0) and N'(w0) N(w0) stays below the solver's
+    # 2/3 cut on 32 points, so the dealiased solver and the PDE's pointwise products agree.
+    w0 = (np.sin(2 * np.pi * X) * np.cos(2 * np.pi * Y) + 0.7 * np.cos(4 * np.pi * X + 2 * np.pi * Y)
+          + 0.4 * np.sin(2 * np.pi * Y))
+    w = solve_navier_stokes(w0[None], NavierStokes2D(viscosity=nu), nt=4, t_end=3 * h, solve_nx=n, substeps=20)[0]
+    utt_fd = (2 * w[0] - 5 * w[1] + 4 * w[2] - w[3]) / h ** 2
+    grid = navier_stokes_grid(6, n, n, 1.0)
+    pde = NavierStokes2D(viscosity=nu)
+    feats = input_features(jnp.asarray(w0), grid, pde=pde, features="taylor")
+    assert feats.shape[-1] == feature_count(3, "taylor") == 8
+    utt = np.asarray(feats[0, ..., -2])
+    scale = np.abs(utt_fd).max()
+    assert scale > 1.0
+    # The difference is second order in h: 1.5e-5 of the scale at h = 1e-3.
+    np.testing.assert_allclose(utt, utt_fd, atol=3e-5 * scale)
+    r0 = np.asarray(feats[0, ..., -4])
+    t = grid.axes[0].coords[:, None, None]
+    np.testing.assert_allclose(feats[..., -1], w0 - t * r0 + 0.5 * t ** 2 * utt, atol=1e-5)
+    np.testing.assert_allclose(feats[..., :-2], input_features(jnp.asarray(w0), grid, pde=pde, features="tendency"),
+                               atol=0)

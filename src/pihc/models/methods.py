@@ -13,6 +13,7 @@ with each coordinate scaled to [0, 1].
 
 from __future__ import annotations
 
+import functools
 import math
 import typing
 
@@ -40,12 +41,18 @@ class Prediction(eqx.Module):
 Extent = tuple[tuple[float, float], ...]
 
 
-Features = typing.Literal["initial", "tendency"]
+Features = typing.Literal["initial", "tendency", "taylor"]
+
+# Channels each choice appends to the coordinates: u0; r0 and the Euler step; those and u_tt and
+# the second-order Taylor step.
+_EXTRA = {"initial": 1, "tendency": 3, "taylor": 5}
 
 
 def feature_count(ndim: int, features: Features = "initial") -> int:
     """How many input channels :func:`input_features` gives on a grid of ``ndim`` axes."""
-    return ndim + (1 if features == "initial" else 3)
+    if features not in _EXTRA:
+        raise ValueError(f"features must be one of {sorted(_EXTRA)}, got {features!r}")
+    return ndim + _EXTRA[features]
 
 
 def initial_tendency(pde: PDE, u0: Float[Array, "*space"], grid: Grid) -> Float[Array, "*space"]:
@@ -79,6 +86,13 @@ def input_features(u0: Float[Array, "*space"], grid: Grid, extent: Extent | None
     both repeated over t: the first-order change of the state, which a
     network of pointwise-linear lifts and smooth activations would otherwise
     have to build from products of ``u0``'s derivatives.
+
+    ``features="taylor"`` appends, after those, the second time derivative
+    and the second-order Taylor step.  For ``u_t + N(u) = 0``,
+    ``u_t = -N(u)`` and ``u_tt = -N'(u) u_t = N'(u0) r0`` at ``t_0``: the
+    derivative of :func:`initial_tendency` at ``u0`` in the direction
+    ``r0`` (one forward-mode product), and the step is
+    ``u0 - (t - t_0) r0 + (t - t_0)^2 / 2 u_tt``.
     """
     if tuple(u0.shape) != grid.shape[1:]:
         raise ValueError(f"u0 has shape {tuple(u0.shape)}; the grid {grid.names} needs {grid.shape[1:]}")
@@ -87,15 +101,22 @@ def input_features(u0: Float[Array, "*space"], grid: Grid, extent: Extent | None
     mesh = np.stack(np.meshgrid(*coords, indexing="ij"), axis=-1)
     u0b = jnp.broadcast_to(u0, grid.shape)[..., None]
     parts = [jnp.asarray(mesh, u0b.dtype), u0b]
-    if features == "tendency":
+    feature_count(grid.ndim, features)  # refuses an unknown choice
+    if features != "initial":
         if pde is None:
-            raise ValueError("features='tendency' needs the PDE")
-        r0 = initial_tendency(pde, u0, grid).astype(u0b.dtype)
+            raise ValueError(f"features={features!r} needs the PDE")
         dt = jnp.asarray(grid.axes[0].coords - grid.axes[0].lo, u0b.dtype).reshape((-1,) + (1,) * (grid.ndim - 1))
-        r0b = jnp.broadcast_to(r0, grid.shape)
-        parts += [r0b[..., None], (u0b[..., 0] - dt * r0b)[..., None]]
-    elif features != "initial":
-        raise ValueError(f"features must be 'initial' or 'tendency', got {features!r}")
+        if features == "taylor":
+            tendency = functools.partial(initial_tendency, pde, grid=grid)
+            r0, utt = jax.jvp(tendency, (u0.astype(jnp.float64),), (tendency(u0),))
+        else:
+            r0 = initial_tendency(pde, u0, grid)
+        r0b = jnp.broadcast_to(r0.astype(u0b.dtype), grid.shape)
+        step = u0b[..., 0] - dt * r0b
+        parts += [r0b[..., None], step[..., None]]
+        if features == "taylor":
+            uttb = jnp.broadcast_to(utt.astype(u0b.dtype), grid.shape)
+            parts += [uttb[..., None], (step + 0.5 * dt ** 2 * uttb)[..., None]]
     return jnp.concatenate(parts, axis=-1)
 
 
