@@ -102,7 +102,8 @@ class ModelConfig:
 
     ``features``: the backbone's inputs.  ``initial``: the coordinates and
     ``u0``; ``tendency`` adds the PDE's residual at ``u0`` held constant in
-    time and the explicit Euler step from ``u0``
+    time and the explicit Euler step from ``u0``; ``taylor`` adds to those
+    the second time derivative at ``u0`` and the second-order Taylor step
     (:func:`pihc.models.input_features`).
     """
 
