@@ -64,6 +64,26 @@ def test_the_small_moe_trains_on_generated_data_and_evaluates(tmp_path):
             evaluate(run, data_path=str(tmp_path / path), json_out=tmp_path / "refused.json", plots=False,
                      log=lambda s: None)
     assert not (tmp_path / "refused.json").exists()
+    # The training split against the same trajectories read by the other-data path: a file whose held-out
+    # rows (the last data.test_samples = 2) are the training samples 0 and 1.
+    import h5py
+
+    with h5py.File(cfg.data.path, "r") as src, h5py.File(tmp_path / "train-as-test.h5", "w") as dst:
+        dst.attrs.update(dict(src.attrs))
+        for name in sorted(src)[:2]:
+            src.copy(name, dst)
+    train = evaluate(run, split="train", plots=False, log=lambda s: None)
+    other = evaluate(run, data_path=str(tmp_path / "train-as-test.h5"), json_out=tmp_path / "other.json",
+                     plots=False, log=lambda s: None)
+    assert train["split"] == "train" and train["samples"] == 2 and (run / "evaluation-train.json").is_file()
+    np.testing.assert_allclose(train["rel_l2_mean"], other["rel_l2_mean"], rtol=1e-12)
+    assert abs(train["rel_l2_mean"] - out["rel_l2_mean"]) > 1e-6  # other trajectories than the held-out ones
+    from pihc.training.report import write_report
+
+    assert f"| on 2 of its training trajectories (mean +- std) | {100 * train['rel_l2_mean']:.2f}%" in \
+        write_report(run).read_text()
+    with pytest.raises(ValueError, match="leave out the data file"):
+        evaluate(run, split="train", data_path=str(tmp_path / "train-as-test.h5"), plots=False, log=lambda s: None)
 
 
 @pytest.mark.parametrize("override, error, match", [

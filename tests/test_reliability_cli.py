@@ -122,6 +122,9 @@ def test_evaluate_checks_its_outputs_and_the_checkpoint_first(trained, capsys, t
     refused(capsys, 2, "is a directory; give a file name", "evaluate", run, "--json", tmp_path)
     refused(capsys, 2, "cannot be created", "evaluate", run, "--json", run / "config.yaml" / "e.json")
     refused(capsys, 2, "holds 2 test samples; 3 were asked for", "evaluate", run, "--samples", "3", "--no-plots")
+    refused(capsys, 2, "--split train scores the run's own training trajectories: leave out --data", "evaluate",
+            run, "--split", "train", "--data", run / "config.yaml")
+    refused(capsys, 2, "argument --split: invalid choice: 'val'", "evaluate", run, "--split", "val")
     raw = (run / CHECKPOINT).read_bytes()
     (run / CHECKPOINT).write_bytes(raw[:-100] + bytes(b ^ 1 for b in raw[-100:-90]) + raw[-90:])
     refused(capsys, 2, "checkpoint.eqx is damaged", "evaluate", run, "--no-plots")

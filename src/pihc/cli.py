@@ -257,11 +257,13 @@ def _cmd_evaluate(a) -> int:
                                 " of a `pihc train` run")
     if a.grid is not None and len(a.grid) not in (2, 3):
         raise UsageError(f"--grid takes NT NX, or NT NX NY for a (t, x, y) run; got {len(a.grid)} sizes")
+    if a.split == "train" and a.data is not None:
+        raise UsageError("--split train scores the run's own training trajectories: leave out --data")
     res = evaluate(a.run, data_path=a.data, json_out=a.json, n_samples=a.samples, plots=not a.no_plots,
-                   grid=a.grid, window=a.window)
-    if a.grid is None:
+                   grid=a.grid, window=a.window, split=a.split)
+    if a.grid is None:  # the held-out score on the run's grid, and the training set's beside it
         write_report(a.run)  # the report shows the run on its own grid; another grid's results stand apart
-    keys = ("rel_l2_mean", "rel_l2_std", "samples", "method", "window")
+    keys = ("rel_l2_mean", "rel_l2_std", "split", "samples", "method", "window")
     print(json.dumps({k: res[k] for k in keys if k in res} | {"residual": res["residual"]}, indent=2))
     return 0
 
@@ -472,7 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="a run directory (the --out of `pihc train`)")
     e.add_argument("--data", help="another dataset file (a finer grid is subsampled)")
     e.add_argument("--json", help="where to write the metrics (default RUN/evaluation.json)")
-    e.add_argument("--samples", type=positive, help="evaluate only the first N test samples")
+    e.add_argument("--samples", type=positive, help="evaluate only the first N samples of the split")
+    e.add_argument("--split", choices=("test", "train"), default="test",
+                   help="score the held-out trajectories (test) or the run's own training ones (train, as many"
+                        " as are held out unless --samples; to RUN/evaluation-train.json)")
     e.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     e.add_argument("--grid", type=grid_points, nargs="+", metavar="N",
                    help="NT NX (or NT NX NY): run the model on another grid (same backbone, constraint rebuilt"

@@ -101,7 +101,7 @@ def compiled_model(model):
 def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str | Path | None = None,
              n_samples: int | None = None, seam_width: int = 3, plots: bool = True,
              grid: tuple[int, ...] | None = None, window: tuple[float, float] | None = None,
-             log: Callable[[str], None] = print) -> dict:
+             split: str = "test", log: Callable[[str], None] = print) -> dict:
     """Evaluate a run; write ``evaluation.json`` (or ``json_out``) and PNG plots.
 
     ``grid = (nt, nx[, ny])`` runs the trained model on another grid (:func:`on_grid`:
@@ -115,6 +115,13 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
     a time window (``data.train_until``) is run on the whole grid, and its
     default window is the times after the training window (extrapolation).
 
+    ``split="train"`` scores the run's own training trajectories instead of
+    the held-out ones (the first ``n_samples``, default as many as are held
+    out): beside the held-out score it tells a model that has not fitted
+    its data from one that does not generalise.  The results go to
+    ``evaluation-train.json`` and ``plots-train/``.  It needs the run's own
+    data file, holding those trajectories' solutions.
+
     The output paths are checked before any compute.  Predictions that are
     not finite raise :class:`EvaluationError` and write nothing; the JSON
     never holds NaN (a metric that is not finite is written as null).
@@ -122,14 +129,23 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
     run_dir = Path(run_dir)
     if n_samples is not None and n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples} (leave it unset to evaluate every test sample)")
-    suffix = "" if grid is None else "-" + "x".join(map(str, grid))
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+    if split == "train" and data_path is not None:
+        raise ValueError("split='train' scores the run's own training trajectories; another data file holds"
+                         " none of them: leave out the data file")
+    tag = "" if split == "test" else "-train"
+    suffix = ("" if grid is None else "-" + "x".join(map(str, grid))) + tag
     # Every output is checked before any compute: an unwritable path fails now, not after the run.
     check_writable(Path(json_out) if json_out is not None else run_dir / f"evaluation{suffix}.json",
                    "the evaluation's JSON file")
     if plots:
         check_writable(run_dir / f"plots{suffix}", "the plots' directory", directory=True)
     cfg, data, model, meta = load_run(run_dir, log)
-    suffix = ""
+    if split == "train" and problem_of(cfg).initial is not None:
+        raise EvaluationError(f"{run_dir} trained on sampled initial conditions, whose solutions no file holds:"
+                              " score its held-out samples (leave out the split)")
+    suffix = tag
     trained_grid = list(data.grid.shape)
     target = tuple(grid) if grid is not None else tuple(data.whole_grid.shape)
     if target != tuple(data.grid.shape):
@@ -142,13 +158,16 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
                 raise GridError(f"{err}. The run's data ({data.path}) cannot be scored on {' x '.join(map(str, target))};"
                                 " give data on that grid or an integer multiple of it with --data") from None
         if grid is not None:
-            suffix = "-" + "x".join(map(str, grid))
+            suffix = "-" + "x".join(map(str, grid)) + tag
     if data_path is not None:
         data = _other_data(cfg, data, data_path)
-    if n_samples is not None and n_samples > len(data.test_idx):
-        raise DataError(f"{data.path} holds {len(data.test_idx)} test samples; {n_samples} were asked for"
+    pool = data.test_idx if split == "test" else data.train_idx
+    if n_samples is not None and n_samples > len(pool):
+        raise DataError(f"{data.path} holds {len(pool)} {split} samples; {n_samples} were asked for"
                         " (give at most that many, or leave the number unset)")
-    idx = data.test_idx if n_samples is None else data.test_idx[:n_samples]
+    if n_samples is None:  # the training set is scored on as many samples as are held out
+        n_samples = len(pool) if split == "test" else min(len(pool), len(data.test_idx))
+    idx = pool[:n_samples]
     grid, pde = data.grid, data.pde
     if window is None and cfg.data.train_until is not None:
         window = (cfg.data.train_until, grid.axes[0].hi)
@@ -192,7 +211,7 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
     inner = ~seams & domain
     out = {
         "run": str(run_dir), "step": meta["step"], "method": cfg.model.method,
-        "data": data.path, "samples": int(len(idx)), "grid": list(grid.shape), "trained_grid": trained_grid,
+        "data": data.path, "split": split, "samples": int(len(idx)), "grid": list(grid.shape), "trained_grid": trained_grid,
         "rel_l2_mean": float(rel.mean()), "rel_l2_std": float(rel.std()),
         "rel_l2_median": float(np.median(rel)), "rel_l2_max": float(rel.max()),
         "rel_l2_over_time": rel_t.mean(0).tolist(),

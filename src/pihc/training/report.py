@@ -20,6 +20,8 @@ def write_report(run_dir: str | Path) -> Path:
     run = json.loads((run_dir / "run.json").read_text())
     ev_path = run_dir / "evaluation.json"
     ev = json.loads(ev_path.read_text()) if ev_path.exists() else None
+    tr_path = run_dir / "evaluation-train.json"  # `pihc evaluate --split train`
+    tr = json.loads(tr_path.read_text()) if tr_path.exists() else None
     metrics = MetricsLog(run_dir / "metrics.jsonl").read()
     cfg = run["config"]
     lines = [f"# pihc run report: `{run_dir.name}`", "",
@@ -79,6 +81,9 @@ def write_report(run_dir: str | Path) -> Path:
                     [f"| relative L2 error for {ev['window']['t_from']:g} < t <= {ev['window']['t_to']:g} |"
                      f" {100 * ev['window']['rel_l2_mean']:.2f}% +- {100 * ev['window']['rel_l2_std']:.2f}% |"]
                     if ev.get("window") else []),
+                  *([f"| on {tr['samples']} of its training trajectories (mean +- std) |"
+                      f" {100 * tr['rel_l2_mean']:.2f}% +- {100 * tr['rel_l2_std']:.2f}% |"]
+                    if tr is not None and tr.get("step") == ev["step"] else []),
                   *([f"| persistence baseline u(t) = u0 (mean +- std) | {100 * ev['persistence']['rel_l2_mean']:.2f}%"
                       f" +- {100 * ev['persistence']['rel_l2_std']:.2f}% |"] if "persistence" in ev else []),
                   f"| mean squared PDE residual | {ev['residual']['pde']:.3g} |",
