@@ -107,8 +107,9 @@ def input_features(u0: Float[Array, "*space"], grid: Grid, extent: Extent | None
             raise ValueError(f"features={features!r} needs the PDE")
         dt = jnp.asarray(grid.axes[0].coords - grid.axes[0].lo, u0b.dtype).reshape((-1,) + (1,) * (grid.ndim - 1))
         if features == "taylor":
-            tendency = functools.partial(initial_tendency, pde, grid=grid)
-            r0, utt = jax.jvp(tendency, (u0.astype(jnp.float64),), (tendency(u0),))
+            # One evaluation of the residual: its value r0, then its tangent map applied to r0.
+            r0, tangent = jax.linearize(functools.partial(initial_tendency, pde, grid=grid), u0.astype(jnp.float64))
+            utt = tangent(r0)
         else:
             r0 = initial_tendency(pde, u0, grid)
         r0b = jnp.broadcast_to(r0.astype(u0b.dtype), grid.shape)
