@@ -17,14 +17,19 @@ import pytest
 
 from pihc.xla_flags import SCHEDULER_FLAG, apply_cpu_schedule_flag
 
+# An often-quoted single-thread setting; its second word is not an XLA flag.
+USER_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
 
 @pytest.mark.parametrize("before,after,added", [
     (None, f"{SCHEDULER_FLAG}=false", True),
-    ("--xla_force_host_platform_device_count=2", f"--xla_force_host_platform_device_count=2 {SCHEDULER_FLAG}=false",
+    ("--xla_force_host_platform_device_count=2", f"{SCHEDULER_FLAG}=false --xla_force_host_platform_device_count=2",
      True),
+    # First, before a word XLA stops at (it ignored the flag appended after this one).
+    (USER_FLAGS, f"{SCHEDULER_FLAG}=false {USER_FLAGS}", True),
     (f"{SCHEDULER_FLAG}=true", f"{SCHEDULER_FLAG}=true", False),  # the user's choice stands
 ])
-def test_the_flag_is_appended_once_and_a_users_choice_kept(before, after, added):
+def test_the_flag_is_put_first_once_and_a_users_choice_kept(before, after, added):
     env = {} if before is None else {"XLA_FLAGS": before}
     assert apply_cpu_schedule_flag(env) is added
     assert env["XLA_FLAGS"] == after
@@ -47,11 +52,13 @@ TINY_N64 = [
     "optim.batch=2", "optim.steps=2", "run.checkpoint_every=2"]
 
 
-def _train_tiny(tmp_path, name, expert_loop):
+def _train_tiny(tmp_path, name, expert_loop, xla_flags=None):
     sets = [f"data.path={tmp_path / 'ns.h5'}", *TINY_N64, f"constraint.expert_loop={expert_loop}"]
     cmd = [sys.executable, "-m", "pihc.cli", "train", "--config", "navier-stokes/moe-small", "--out",
            str(tmp_path / name), "--quiet", *[a for s in sets for a in ("--set", s)]]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # pihc's own default, as a user gets it
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
     try:  # about 10 s; without the flag it waits forever, so the limit is generous but finite
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     except subprocess.TimeoutExpired:
@@ -69,3 +76,6 @@ def test_batched_expert_solves_with_64_basis_functions_finish_on_every_core(tmp_
     one_by_one = _train_tiny(tmp_path, "sequential", "sequential")
     assert batched["steps"] == one_by_one["steps"] == 2
     assert batched["final_loss"] == pytest.approx(one_by_one["final_loss"], rel=1e-5)
+    # With the user's single-thread flags, whose bare word made XLA ignore the flag appended after it.
+    single = _train_tiny(tmp_path, "vmap-single-thread", "vmap", USER_FLAGS)
+    assert single["steps"] == 2 and single["final_loss"] == pytest.approx(one_by_one["final_loss"], rel=1e-5)

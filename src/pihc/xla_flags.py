@@ -12,7 +12,7 @@ does not help, the depth-first schedule does). pihc therefore asks for the
 depth-first schedule, unless ``XLA_FLAGS`` already says which to use.
 
 XLA reads ``XLA_FLAGS`` once, when its first backend starts, so this runs when
-``pihc`` is imported (appending to an environment variable; no JAX call). A
+``pihc`` is imported (editing an environment variable; no JAX call). A
 program that has already run JAX computations before importing pihc keeps the
 flags it started with: set ``XLA_FLAGS`` yourself then (the line above). The
 flag is a CPU compiler option; GPU and TPU compilations ignore it.
@@ -27,14 +27,18 @@ SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
 
 
 def apply_cpu_schedule_flag(environ: MutableMapping[str, str] | None = None) -> bool:
-    """Append ``--xla_cpu_enable_concurrency_optimized_scheduler=false`` to ``XLA_FLAGS``.
+    """Put ``--xla_cpu_enable_concurrency_optimized_scheduler=false`` first in ``XLA_FLAGS``.
 
-    Returns whether it was appended: not when ``XLA_FLAGS`` already names the
-    flag (the user's choice, either way, stands).
+    First, not last: XLA drops what follows a word that is not a ``--`` flag,
+    such as the often-quoted ``intra_op_parallelism_threads=1`` in
+    ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"``;
+    appended after it, the flag had no effect and such a run hung.  Returns
+    whether it was added: not when ``XLA_FLAGS`` already names the flag (the
+    user's choice, either way, stands).
     """
     env = os.environ if environ is None else environ
     flags = env.get("XLA_FLAGS", "")
     if SCHEDULER_FLAG in flags:
         return False
-    env["XLA_FLAGS"] = f"{flags} {SCHEDULER_FLAG}=false".strip()
+    env["XLA_FLAGS"] = f"{SCHEDULER_FLAG}=false {flags}".strip()
     return True
