@@ -390,6 +390,15 @@ def one_device(repeats: int) -> dict:
     return out
 
 
+def _commit() -> str | None:
+    """The checkout's short commit (None without git)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        return None
+
+
 def main():
     global NT, NX, M, BATCH_SIZE
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -408,8 +417,7 @@ def main():
     if a.model_from:
         res = json.loads(Path(a.model_from).read_text())
         model_part(res)
-        res["cost_model_recomputed"] = {"date": time.strftime("%Y-%m-%d"), "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()}
+        res["cost_model_recomputed"] = {"date": time.strftime("%Y-%m-%d"), "commit": _commit()}
         Path(a.out).write_text(json.dumps(res, indent=1))
         summary(res)
         plot(res, a.plot)
@@ -434,11 +442,7 @@ def main():
     res = {"date": time.strftime("%Y-%m-%d"), "devices": jax.device_count(), "platform": jax.devices()[0].platform,
            "jax": jax.__version__, "problem": {"grid": [NT, NX], "N": N, "splits": list(SPLITS), "points": M,
                                                "batch": BATCH_SIZE, "solver": {"rtol": SOLVER.rtol}}}
-    try:
-        res["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                       cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        res["commit"] = None
+    res["commit"] = _commit()
     res["lockstep"] = lockstep_part(repeats)
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "num_steps"} if isinstance(v, dict) else v
                       for k, v in res["lockstep"].items()}, indent=1), flush=True)

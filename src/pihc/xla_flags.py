@@ -29,10 +29,10 @@ SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
 def apply_cpu_schedule_flag(environ: MutableMapping[str, str] | None = None) -> bool:
     """Put ``--xla_cpu_enable_concurrency_optimized_scheduler=false`` first in ``XLA_FLAGS``.
 
-    First, not last: XLA drops what follows a word that is not a ``--`` flag,
-    such as the often-quoted ``intra_op_parallelism_threads=1`` in
-    ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"``;
-    appended after it, the flag had no effect and such a run hung.  Returns
+    First, not last: after a word that is not a ``--`` flag, such as the
+    often-quoted ``intra_op_parallelism_threads=1`` in
+    ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"``,
+    XLA did not apply the appended flag, and such a run hung.  Returns
     whether it was added: not when ``XLA_FLAGS`` already names the flag (the
     user's choice, either way, stands).
     """
