@@ -109,6 +109,11 @@ def make_step(cfg: Config, optimizer, pde: PDE, grid: Grid, constraint: HardCons
     @eqx.filter_jit
     def step(model, opt_state, u0, keys):
         (_, aux), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model, u0, keys)
+        # The gradients are written out once: otherwise XLA's CPU backend fuses the backward
+        # pass's last products (e.g. a Fourier layer's weight gradient, an outer product
+        # transposed to the weight's layout) into every consumer below (the moments, the
+        # update, the finite checks), recomputing them in each with strided access.
+        grads = jax.lax.optimization_barrier(grads)
         params = eqx.filter(model, eqx.is_inexact_array)
         # optax's Adam raises its decay (a float) to its int32 step count: standard
         # promotion for optax's code, whatever the caller's jax_numpy_dtype_promotion.
