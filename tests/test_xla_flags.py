@@ -1,11 +1,13 @@
-"""The CPU schedule flag pihc sets at import (``pihc.xla_flags``) and the deadlock it avoids.
+"""The CPU schedule flag pihc sets at import (``pihc.xla_flags``) and the deadlock behind it.
 
-With XLA's concurrency-optimised CPU schedule, a Navier-Stokes MoE step whose
-experts' Levenberg-Marquardt solves run batched (``expert_loop: vmap``) with
-64 basis functions never finishes on a machine with two or more cores. The
-run below is that case at a tiny size: ``pihc train`` in a fresh process, as a
-user starts it, must finish its two steps, with the loss of the experts solved
-one after the other.
+A Navier-Stokes MoE step whose experts' Levenberg-Marquardt solves run
+batched (``expert_loop: vmap``) with 64 basis functions used to hang: jaxlib's
+batched LAPACK kernels wait for tasks on XLA's intra-op thread pool, and once
+every pool thread ran such a kernel (XLA's concurrency-optimised CPU schedule,
+or two CPU devices of one process) none was left to run them.  The solves now
+loop over the batch (:mod:`pihc.dense`).  The runs below are those cases at a
+tiny size: ``pihc train`` in a fresh process, as a user starts it, must
+finish its two steps, with the loss of the experts solved one after the other.
 """
 
 import json
@@ -52,8 +54,8 @@ TINY_N64 = [
     "optim.batch=2", "optim.steps=2", "run.checkpoint_every=2"]
 
 
-def _train_tiny(tmp_path, name, expert_loop, xla_flags=None):
-    sets = [f"data.path={tmp_path / 'ns.h5'}", *TINY_N64, f"constraint.expert_loop={expert_loop}"]
+def _train_tiny(tmp_path, name, expert_loop, xla_flags=None, extra=()):
+    sets = [f"data.path={tmp_path / 'ns.h5'}", *TINY_N64, f"constraint.expert_loop={expert_loop}", *extra]
     cmd = [sys.executable, "-m", "pihc.cli", "train", "--config", "navier-stokes/moe-small", "--out",
            str(tmp_path / name), "--quiet", *[a for s in sets for a in ("--set", s)]]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # pihc's own default, as a user gets it
@@ -62,8 +64,8 @@ def _train_tiny(tmp_path, name, expert_loop, xla_flags=None):
     try:  # about 10 s; without the flag it waits forever, so the limit is generous but finite
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"pihc train ({expert_loop} experts) did not finish two tiny steps in 240 s"
-                    " (the CPU schedule deadlock)")
+        pytest.fail(f"pihc train ({expert_loop} experts, XLA_FLAGS={xla_flags!r}) did not finish two tiny"
+                    " steps in 240 s (the thread-pool deadlock)")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -79,3 +81,14 @@ def test_batched_expert_solves_with_64_basis_functions_finish_on_every_core(tmp_
     # With the user's single-thread flags, whose bare word made XLA ignore the flag appended after it.
     single = _train_tiny(tmp_path, "vmap-single-thread", "vmap", USER_FLAGS)
     assert single["steps"] == 2 and single["final_loss"] == pytest.approx(one_by_one["final_loss"], rel=1e-5)
+
+
+def test_the_concurrent_schedule_and_two_cpu_devices_finish_too(tmp_path):
+    """The deadlock's two triggers, with the schedule flag out of the way: XLA's concurrent schedule
+    (the user's explicit choice, which pihc keeps), and a batch split over two CPU devices."""
+    reference = _train_tiny(tmp_path, "sequential", "sequential")
+    concurrent = _train_tiny(tmp_path, "concurrent", "vmap", f"{SCHEDULER_FLAG}=true {USER_FLAGS}")
+    two = _train_tiny(tmp_path, "two-devices", "vmap", f"{SCHEDULER_FLAG}=true"
+                      " --xla_force_host_platform_device_count=2", extra=["mesh.batch=2"])
+    for run in (concurrent, two):
+        assert run["steps"] == 2 and run["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-5)

@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 from .xla_flags import apply_cpu_schedule_flag as _apply_cpu_schedule_flag
 
-_apply_cpu_schedule_flag()  # before any backend starts: see pihc.xla_flags (a CPU deadlock it avoids)
+_apply_cpu_schedule_flag()  # before any backend starts: see pihc.xla_flags
 
 from . import derivatives
 from .adjoint import ImplicitAdjoint, StructuredAdjoint

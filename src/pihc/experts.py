@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from .dense import solve
 from .least_squares import RESULTS
 from .pdes.base import PDE
 
@@ -136,7 +137,7 @@ class ExpertProblem(eqx.Module):
 
     def row_fit(self, gram: RowsGram) -> Float[Array, " N"]:
         """argmin_w of the linear rows and the ridge alone: the solver's start (``start="row_fit"``)."""
-        w = -jnp.linalg.solve(gram.A, gram.g)
+        w = -solve(gram.A, gram.g)
         # A non-finite start (NaN in the basis) is left to the solver, which
         # reports it; zeros are a valid fallback.
         return jnp.where(jnp.all(jnp.isfinite(w)), w, jnp.zeros_like(w))
@@ -235,7 +236,7 @@ class ExpertProblem(eqx.Module):
         cotangents are ``a_w``.  All zero for a failed solve.
         """
         ok = status == RESULTS.successful
-        v = jnp.where(ok, -jnp.linalg.solve(self.hessian(w, gram), ct_w), 0.0)
+        v = jnp.where(ok, -solve(self.hessian(w, gram), ct_w), 0.0)
         grad_h = jax.vmap(jax.grad(lambda t: 0.5 * self.pde.residual(t) ** 2))
         gamma, Gamma_phi_v = jax.jvp(grad_h, (self.terms(w),), (self.phi_times(v),))
         s2 = self.pde_scale ** 2

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
+from .dense import solve_spd
+
 __all__ = ["LevenbergMarquardt", "PrecisionError", "RESULTS", "Solution", "least_squares", "require_x64"]
 
 
@@ -252,16 +254,14 @@ def _damped_step(M, g, mu, d):
     # unknown; clip the diagonal so a zero column still damps.  M is the
     # model's matrix (A, or A + S).
     d = jnp.maximum(d, 1e-12 * jnp.max(d) + jnp.finfo(M.dtype).tiny)
-    L, lower = jax.scipy.linalg.cho_factor(M + mu * jnp.diag(d), lower=True)
-    return -jax.scipy.linalg.cho_solve((L, lower), g)
+    return -solve_spd(M + mu * jnp.diag(d), g)
 
 
 def _gauss_newton_step(A, g):
     # Smallest damping that keeps the Cholesky factorisation of a
     # (numerically) singular A defined; negligible for well-posed problems.
     eps = jnp.finfo(A.dtype).eps * jnp.max(jnp.diag(A)) + jnp.finfo(A.dtype).tiny
-    L, lower = jax.scipy.linalg.cho_factor(A + eps * jnp.eye(A.shape[0], dtype=A.dtype), lower=True)
-    return -jax.scipy.linalg.cho_solve((L, lower), g)
+    return -solve_spd(A + eps * jnp.eye(A.shape[0], dtype=A.dtype), g)
 
 
 def least_squares(fn: Callable[[Float[Array, " n"], PyTree], Float[Array, " m"]],

@@ -2,14 +2,21 @@
 
 XLA's CPU compiler orders each computation's instructions with one of two
 schedulers: a breadth-first one that exposes concurrency (the default) or a
-depth-first, memory-frugal one. With jaxlib 0.10 on a machine with more than
-one core, programs of this package whose Levenberg-Marquardt solves run as one
-batched ``while_loop`` over experts (``HardConstraint.expert_loop="vmap"``)
-with 64 basis functions never finish under the breadth-first schedule: every
-worker thread waits, idle, and the caller waits on the result forever (a tiny
-case is ``tests/test_xla_flags.py``; ``--xla_cpu_multi_thread_eigen=false``
-does not help, the depth-first schedule does). pihc therefore asks for the
-depth-first schedule, unless ``XLA_FLAGS`` already says which to use.
+depth-first, memory-frugal one. pihc asks for the depth-first schedule,
+unless ``XLA_FLAGS`` already says which to use: the documented CPU runs used
+it, and it keeps fewer independent operations in flight on the intra-op
+thread pool.
+
+It was first set against a hang: with jaxlib 0.10 on a machine with more than
+one core, a step whose experts' Levenberg-Marquardt solves run batched
+(``HardConstraint.expert_loop="vmap"``) with 64 basis functions never
+finished under the breadth-first schedule. The cause is jaxlib's batched
+LAPACK kernels, which split a batch into tasks on the intra-op pool and block
+until they finish: with every pool thread inside such a kernel, none is left
+to run the tasks. The layer's solves now never hand LAPACK a batch
+(:mod:`pihc.dense`), so neither this schedule nor two CPU devices of one
+process hang them (``tests/test_xla_flags.py``); a user's code that calls a
+batched ``jnp.linalg`` routine inside a step still can.
 
 XLA reads ``XLA_FLAGS`` once, when its first backend starts, so this runs when
 ``pihc`` is imported (editing an environment variable; no JAX call). A
@@ -32,7 +39,7 @@ def apply_cpu_schedule_flag(environ: MutableMapping[str, str] | None = None) -> 
     First, not last: after a word that is not a ``--`` flag, such as the
     often-quoted ``intra_op_parallelism_threads=1`` in
     ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"``,
-    XLA did not apply the appended flag, and such a run hung.  Returns
+    XLA did not apply the appended flag.  Returns
     whether it was added: not when ``XLA_FLAGS`` already names the flag (the
     user's choice, either way, stands).
     """
