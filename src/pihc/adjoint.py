@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PyTree
 
+from .dense import solve
 from .least_squares import RESULTS, Solution
 
 __all__ = ["AbstractAdjoint", "ImplicitAdjoint", "StructuredAdjoint"]
@@ -92,7 +93,7 @@ class ImplicitAdjoint(AbstractAdjoint):
         # A failed solve's H may be singular or NaN: solve with the identity
         # instead, and zero the result below.
         H = jnp.where(ok, H, jnp.eye(n, dtype=H.dtype))
-        v = -jnp.linalg.solve(H, ct_w.reshape(n)).reshape(w.shape)
+        v = -solve(H, ct_w.reshape(n)).reshape(w.shape)
         _, vjp = eqx.filter_vjp(lambda p: optimality(p, w), inputs)
         (ct,) = vjp(jnp.where(ok, v, 0.0))
         return jax.tree.map(lambda c: jnp.where(ok, c, 0.0), ct)
