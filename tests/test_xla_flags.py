@@ -54,10 +54,10 @@ TINY_N64 = [
     "optim.batch=2", "optim.steps=2", "run.checkpoint_every=2"]
 
 
-def _train_tiny(tmp_path, name, expert_loop, xla_flags=None, extra=()):
-    sets = [f"data.path={tmp_path / 'ns.h5'}", *TINY_N64, f"constraint.expert_loop={expert_loop}", *extra]
+def _train_tiny(directory, name, expert_loop, xla_flags=None, extra=()):
+    sets = [f"data.path={directory / 'ns.h5'}", *TINY_N64, f"constraint.expert_loop={expert_loop}", *extra]
     cmd = [sys.executable, "-m", "pihc.cli", "train", "--config", "navier-stokes/moe-small", "--out",
-           str(tmp_path / name), "--quiet", *[a for s in sets for a in ("--set", s)]]
+           str(directory / name), "--quiet", *[a for s in sets for a in ("--set", s)]]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # pihc's own default, as a user gets it
     if xla_flags is not None:
         env["XLA_FLAGS"] = xla_flags
@@ -70,25 +70,36 @@ def _train_tiny(tmp_path, name, expert_loop, xla_flags=None, extra=()):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_batched_expert_solves_with_64_basis_functions_finish_on_every_core(tmp_path):
-    batched = _train_tiny(tmp_path, "vmap", "vmap")
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """One directory for this module's runs: the tiny dataset is generated once and shared."""
+    return tmp_path_factory.mktemp("xla_flags")
+
+
+@pytest.fixture(scope="module")
+def one_by_one(tiny_dir):
     # The reference: the same two steps with the experts solved one after the other (lax.map, no batched
     # while_loop), which never hung; each expert stops at its own convergence, so the losses agree to
     # the solver's tolerance, not bit for bit.
-    one_by_one = _train_tiny(tmp_path, "sequential", "sequential")
-    assert batched["steps"] == one_by_one["steps"] == 2
+    run = _train_tiny(tiny_dir, "sequential", "sequential")
+    assert run["steps"] == 2
+    return run
+
+
+def test_batched_expert_solves_with_64_basis_functions_finish_on_every_core(tiny_dir, one_by_one):
+    batched = _train_tiny(tiny_dir, "vmap", "vmap")
+    assert batched["steps"] == 2
     assert batched["final_loss"] == pytest.approx(one_by_one["final_loss"], rel=1e-5)
     # With the user's single-thread flags, whose bare word made XLA ignore the flag appended after it.
-    single = _train_tiny(tmp_path, "vmap-single-thread", "vmap", USER_FLAGS)
+    single = _train_tiny(tiny_dir, "vmap-single-thread", "vmap", USER_FLAGS)
     assert single["steps"] == 2 and single["final_loss"] == pytest.approx(one_by_one["final_loss"], rel=1e-5)
 
 
-def test_the_concurrent_schedule_and_two_cpu_devices_finish_too(tmp_path):
+def test_the_concurrent_schedule_and_two_cpu_devices_finish_too(tiny_dir, one_by_one):
     """The deadlock's two triggers, with the schedule flag out of the way: XLA's concurrent schedule
     (the user's explicit choice, which pihc keeps), and a batch split over two CPU devices."""
-    reference = _train_tiny(tmp_path, "sequential", "sequential")
-    concurrent = _train_tiny(tmp_path, "concurrent", "vmap", f"{SCHEDULER_FLAG}=true {USER_FLAGS}")
-    two = _train_tiny(tmp_path, "two-devices", "vmap", f"{SCHEDULER_FLAG}=true"
+    concurrent = _train_tiny(tiny_dir, "concurrent", "vmap", f"{SCHEDULER_FLAG}=true {USER_FLAGS}")
+    two = _train_tiny(tiny_dir, "two-devices", "vmap", f"{SCHEDULER_FLAG}=true"
                       " --xla_force_host_platform_device_count=2", extra=["mesh.batch=2"])
     for run in (concurrent, two):
-        assert run["steps"] == 2 and run["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-5)
+        assert run["steps"] == 2 and run["final_loss"] == pytest.approx(one_by_one["final_loss"], rel=1e-5)
