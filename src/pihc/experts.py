@@ -33,10 +33,12 @@ from .pdes.base import PDE
 __all__ = ["ExpertProblem", "RowWeights"]
 
 
-# Phi per block of points in the passes over it (ExpertProblem._over_points): a few blocks fit in
-# a core's L2/L3 cache.  Blocks of 256-1000 points of N = 64 were alike on the CPU; for a Phi this
-# small or smaller (a small N, few points) the loop over blocks only adds its overhead.
-_BLOCK_BYTES = 3 * 2**19
+# The passes over Phi (ExpertProblem._over_points): a Phi of at most _ONE_BLOCK_BYTES is one block
+# (for a small N or few points a loop over blocks only adds its overhead); a larger one goes in
+# blocks of _BLOCK_BYTES (128 points of N = 64 and five terms), which stay in a core's L2 cache
+# while everything formed from them is summed (the block sizes measured: docs/benchmarks.md).
+_ONE_BLOCK_BYTES = 3 * 2**19
+_BLOCK_BYTES = 5 * 2**16
 
 
 class RowWeights(eqx.Module):
@@ -92,8 +94,8 @@ class ExpertProblem(eqx.Module):
         ridge: ``rho``.
         block: points per block of the passes over ``Phi`` (:meth:`normal_equations`,
             :meth:`hessian`): each block's products are formed while its ``Phi`` is in cache.
-            None (default): as many points as make 1.5 MiB of ``Phi`` (512 for N = 64 and six
-            terms), so a ``Phi`` that small is one block, without a loop.
+            None (default): a ``Phi`` of at most 1.5 MiB is one block, without a loop; a larger
+            one goes in blocks of 320 KiB (128 points for N = 64 and five terms).
     """
 
     # Stacked (``HardConstraint``'s K experts) phi, c and row_scale carry the
@@ -145,7 +147,9 @@ class ExpertProblem(eqx.Module):
     def pde_rows(self, w: Float[Array, " N"]) -> tuple[Float[Array, " m"], Float[Array, "m N"]]:
         """The weighted PDE rows and their Jacobian ``J = s sum_t diag(dF/dT_t) Phi_t``."""
         F, dF = jax.vmap(jax.value_and_grad(self.pde.residual))(self.terms(w))  # (m,), (m, n_terms)
-        return self.pde_scale * F, self.pde_scale * jnp.einsum("mt,mtn->mn", dF, self.phi)
+        # s scales dF, not J: XLA's CPU backend fuses a scaling of J into the
+        # dot that forms J^T J and runs that dot about twice as slowly.
+        return self.pde_scale * F, jnp.einsum("mt,mtn->mn", self.pde_scale * dF, self.phi)
 
     def normal_equations(self, w: Float[Array, " N"], gram: RowsGram
                          ) -> tuple[Float[Array, ""], Float[Array, " N"], Float[Array, "N N"]]:
@@ -191,7 +195,11 @@ class ExpertProblem(eqx.Module):
         ``(points, N)`` and ``(points, n_terms, N)`` intermediates out.
         """
         m, n_terms, n = self.phi.shape
-        size = self.block if self.block is not None else _BLOCK_BYTES // (n_terms * n * self.phi.dtype.itemsize)
+        if self.block is not None:
+            size = self.block
+        else:
+            per_point = n_terms * n * self.phi.dtype.itemsize
+            size = m if m * per_point <= _ONE_BLOCK_BYTES else _BLOCK_BYTES // per_point
         size = max(1, min(size, m))
         full, rest = divmod(m, size)
 

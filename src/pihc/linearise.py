@@ -192,12 +192,15 @@ def _columns(f, select, basis, *args):
 
     n = basis.shape[-1]
     c = math.gcd(n, _CHUNK)
-    batched = jax.vmap(column, in_axes=-1, out_axes=-1)
-    shapes = jax.eval_shape(batched, basis[..., :c])
+    batched = jax.vmap(column, in_axes=0, out_axes=-1)
+    # The columns first, once: sliced from the trailing axis inside the loop, each chunk's read
+    # touched every cache line of the basis, n / c times over.
+    columns = jnp.moveaxis(basis, -1, 0)
+    shapes = jax.eval_shape(batched, columns[:c])
     init = jax.tree.map(lambda a: jnp.zeros(a.shape[:-1] + (n,), a.dtype), shapes)
 
     def body(i, acc):
-        part = batched(jax.lax.dynamic_slice_in_dim(basis, i * c, c, axis=-1))
+        part = batched(jax.lax.dynamic_slice_in_dim(columns, i * c, c, axis=0))
         return jax.tree.map(lambda a, p: jax.lax.dynamic_update_slice_in_dim(a, p, i * c, axis=-1), acc, part)
 
     return jax.lax.fori_loop(0, n // c, body, init)
