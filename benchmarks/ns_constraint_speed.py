@@ -166,10 +166,12 @@ def main(argv=None) -> dict:
     variants = [("PI-HC", 20000, (1, 1, 1), None), ("PI-HC-MoE", 15360, (1, 2, 2), "sequential"),
                 ("PI-HC-MoE", 15360, (1, 2, 2), "vmap")]
     # (version, method, points, splits, expert loop): the baseline's rows next to this version's.
+    # A baseline that has the option runs both expert loops; an older one only its default (batched).
+    baseline_loops = a.baseline_src and "expert_loop" in (Path(a.baseline_src) / "pihc" / "constraint.py").read_text()
     runs = []
     for name, points, splits, loop in variants:
-        if a.baseline_src and loop != "sequential":
-            runs.append(("baseline", name, points, splits, None))
+        if a.baseline_src and (loop != "sequential" or baseline_loops):
+            runs.append(("baseline", name, points, splits, loop if baseline_loops else None))
         runs.append(("this", name, points, splits, loop))
     rows = []
     for version, name, points, splits, loop in runs:
@@ -192,7 +194,8 @@ def main(argv=None) -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {"benchmark": "ns_constraint_speed", "date": time.strftime("%Y-%m-%d"), "commit": commit,
               "baseline": (a.baseline_label or "another version's src folder") if a.baseline_src else None,
-              "cpu_threads": 1, "load_average_1_5_15min_at_end": list(os.getloadavg()), "rows": rows,
+              "cpu_threads": 1, "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+              "load_average_1_5_15min_at_end": list(os.getloadavg()), "rows": rows,
               "paper_released_layer_s": {"PI-HC": 11.8, "PI-HC-MoE": 12.8}}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
