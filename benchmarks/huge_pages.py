@@ -1,8 +1,13 @@
-"""A training step with and without glibc's huge-page tunable (what the ``pihc`` command sets).
+"""A training step with and without glibc's huge-page tunable, ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``.
 
-For each config, worker processes alternate between the environment
-without ``glibc.malloc.hugetlb`` and with ``glibc.malloc.hugetlb=1``
-(pihc.huge_pages), ``--rounds`` times each.  A worker compiles the config's
+XLA's CPU runtime takes each large buffer from ``malloc``, which maps it
+fresh at every execution of a compiled step; with 4 KiB pages the kernel
+faults it in page by page.  With the tunable (glibc 2.35+, transparent
+huge pages in ``madvise`` or ``always`` mode), ``malloc`` asks for 2 MiB
+pages.  glibc reads the variable when a process starts, so it is set for
+the worker processes here.  For each config, worker processes alternate
+between the environment without the tunable and with it, ``--rounds``
+times each.  A worker compiles the config's
 training step (untrained parameters, the first batch of its data), runs it
 ``--steps`` times and reports the median step, the minor page faults per
 step and a checksum of the parameters after one step (the two settings must
@@ -24,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+TUNABLE = "glibc.malloc.hugetlb"
 
 def worker(config: str, sets: list[str], steps: int) -> dict:
     import resource
@@ -70,13 +76,12 @@ def main(argv=None) -> dict:
         spec = json.loads(a.worker)
         print("ROW " + json.dumps(worker(spec["config"], spec["sets"], spec["steps"])), flush=True)
         return {}
-    from pihc.huge_pages import TUNABLE, with_tunable
-
     base = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     tunables = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t and not t.startswith(TUNABLE)]
     if tunables:
         base["GLIBC_TUNABLES"] = ":".join(tunables)
-    settings = {"4 KiB pages": base, "huge pages (glibc.malloc.hugetlb=1)": with_tunable(base)}
+    settings = {"4 KiB pages": base,
+                "huge pages (glibc.malloc.hugetlb=1)": {**base, "GLIBC_TUNABLES": ":".join(tunables + [f"{TUNABLE}=1"])}}
     rows = {}
     for config in a.configs:
         runs = {name: [] for name in settings}

@@ -49,6 +49,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def _pin_one_core() -> None:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
@@ -143,6 +145,8 @@ def run(points: int, splits: tuple[int, ...], repeats: int, basis_kind: str, rto
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every variant this many times, alternating; report the median of the rounds")
     p.add_argument("--basis", choices=("with-solution", "random"), default="with-solution",
                    help="with-solution: one column carries the numerical solution, as a trained basis does"
                         " (small residuals); random: smooth random columns only (large residuals)")
@@ -175,22 +179,30 @@ def main(argv=None) -> dict:
         runs.append(("this", name, points, splits, loop))
     rows = []
     for version, name, points, splits, loop in runs:
-        spec = {"points": points, "splits": splits, "repeats": a.repeats, "basis": a.basis, "rtol": a.rtol,
-                "expert_loop": loop}
-        env = dict(os.environ)
-        if version == "baseline":
-            env["PYTHONPATH"] = os.pathsep.join([str(Path(a.baseline_src).resolve())]
-                                                + [x for x in [env.get("PYTHONPATH")] if x])
-        # A fresh process per variant: its own compilation caches and one pinned core.
-        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-                             capture_output=True, text=True, check=True, env=env)
-        row = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("ROW "))[4:])
-        row["method"] = name
-        row["version"] = version
-        rows.append(row)
-        print(json.dumps({k: row[k] for k in ("version", "method", "expert_loop", "points_per_expert", "experts",
-                                                "forward_backward_s", "forward_s", "lm_steps", "all_converged")}),
-              flush=True)
+        rows.append({"version": version, "method": name, "rounds": []})
+    # --rounds: every variant once per round, in the same order, so that a slow spell of a shared
+    # machine falls on all of them; a row reports the median over the rounds.
+    for _ in range(a.rounds):
+        for row, (version, name, points, splits, loop) in zip(rows, runs):
+            spec = {"points": points, "splits": splits, "repeats": a.repeats, "basis": a.basis, "rtol": a.rtol,
+                    "expert_loop": loop}
+            env = dict(os.environ)
+            if version == "baseline":
+                env["PYTHONPATH"] = os.pathsep.join([str(Path(a.baseline_src).resolve())]
+                                                    + [x for x in [env.get("PYTHONPATH")] if x])
+            # A fresh process per variant: its own compilation caches and one pinned core.
+            out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+                                 capture_output=True, text=True, check=True, env=env)
+            row["rounds"].append(json.loads(next(x for x in out.stdout.splitlines() if x.startswith("ROW "))[4:]))
+            print(json.dumps({"version": version, "method": name, "expert_loop": loop,
+                              **{k: row["rounds"][-1][k] for k in ("forward_backward_s", "forward_s", "lm_steps",
+                                                                    "all_converged")}}), flush=True)
+    for i, row in enumerate(rows):
+        rounds = row.pop("rounds")
+        rows[i] = {**rounds[0], **row, "forward_backward_s": float(np.median([r["forward_backward_s"] for r in rounds])),
+                   "forward_s": float(np.median([r["forward_s"] for r in rounds])),
+                   "forward_backward_s_per_round": [r["forward_backward_s"] for r in rounds],
+                   "all_converged": all(r["all_converged"] for r in rounds)}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {"benchmark": "ns_constraint_speed", "date": time.strftime("%Y-%m-%d"), "commit": commit,
               "baseline": (a.baseline_label or "another version's src folder") if a.baseline_src else None,

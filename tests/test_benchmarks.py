@@ -161,3 +161,15 @@ def test_accuracy_refuses_to_reuse_a_run_of_another_config(tmp_path, monkeypatch
                        "--out-dir", tmp_path, "--json", tmp_path / "a.json", monkeypatch=monkeypatch)
     assert "holds a run of another config than diffusion-sorption/sc-small (optim.lr: 0.002 there" in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sc-small-s0"] and not (run / "metrics.jsonl").exists()
+
+
+def test_accuracy_refuses_a_config_the_layer_cannot_build_with_one_line(tmp_path, monkeypatch):
+    """A blend halo wider than half a block is refused as ``pihc train`` refuses it: one ``error:`` line, no
+    traceback, nothing trained."""
+    with pytest.raises(SystemExit) as e:
+        _run_benchmark("accuracy", "--small", "--configs", "diffusion-sorption/moe-small", "--set",
+                       "constraint.overlap=[0,100]", "--floor-samples", 0, "--out-dir", tmp_path / "runs",
+                       "--json", tmp_path / "a.json", monkeypatch=monkeypatch)
+    msg = str(e.value)
+    assert msg.startswith("error: ") and "blending halo of 100 points" in msg and "\n" not in msg
+    assert not (tmp_path / "a.json").exists() and not any((tmp_path / "runs").glob("*/metrics.jsonl"))

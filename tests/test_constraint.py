@@ -347,6 +347,26 @@ def test_normal_equations_with_the_rows_gram_match_the_stacked_residual(block):
     np.testing.assert_allclose(A, J.T @ J, rtol=1e-10, atol=1e-12 * np.abs(A).max())
 
 
+def test_normal_equations_keep_their_precision_at_large_weights():
+    """Near a solution with large weights the rows' residual is small while ``R w`` is large. The cost and
+    gradient come from that residual, not from the Gram form ``w.(R^T R) w + 2 (R^T r_0).w + r_0.r_0``,
+    whose cancellation (error ~ eps |R w|^2, here 1e8 times the cost) stalled the solver short of its
+    tolerance on ill-conditioned bases."""
+    b = smooth_basis(seed=2)
+    hc = HardConstraint(PDE, GRID, (1, 2), 60, row_weights=RowWeights(pde=0.0, initial=1.0, boundary=0.5,
+                                                                      ridge=0.0))
+    p = expert(hc, b, jnp.full(GRID.shape[1], 0.1), jax.random.key(0), 1)
+    rng = np.random.default_rng(7)
+    w_true = 1e4 * jnp.asarray(rng.normal(size=b.shape[-1]))
+    p = dataclasses.replace(p, rows_offset=-(p.rows @ w_true))  # rows fitted exactly at w_true
+    w = w_true + 1e-3 * jnp.asarray(rng.normal(size=b.shape[-1]))
+    cost, g, _ = p.normal_equations(w, p.rows_gram())
+    r, J = p.residual(w), jax.jacfwd(p.residual)(w)
+    assert 0 < 0.5 * r @ r < 1e-4 * float(jnp.sum((p.row_scale * (p.rows @ w)) ** 2))
+    np.testing.assert_allclose(cost, 0.5 * r @ r, rtol=1e-9)
+    np.testing.assert_allclose(g, J.T @ r, rtol=1e-8, atol=1e-9 * np.abs(J.T @ r).max())
+
+
 @pytest.mark.parametrize("block", [None, 7])
 def test_structured_hessian_is_the_hessian_of_the_stacked_residual(block):
     """``ExpertProblem.hessian`` (used by the structured adjoint) equals the

@@ -507,10 +507,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:  # the ``pihc`` program, not a call from Python: see pihc.huge_pages
-        from .huge_pages import reexec_with_huge_pages
-
-        reexec_with_huge_pages(sys.argv[1:])
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     if argv[:1] == ["bench"] and len(argv) > 1 and not argv[1].startswith("-"):
