@@ -12,7 +12,18 @@ The shape annotations of ``pihc`` (``Float[Array, "nt nx"]``) are checked at
 every call by jaxtyping with beartype: pyproject's ``addopts`` passes
 ``--jaxtyping-packages=pihc,beartype.beartype``, whose pytest hook instruments
 the package before this file or any test imports it.
+
+Compiled programs are cached on disk for the length of one run of the suite
+(a fresh directory, removed at the end, shared by the xdist workers and the
+subprocesses they start): many tests train the same tiny step more than once
+(an uninterrupted run, then a resumed one), and XLA's compile time is most
+of their cost. A cached executable is keyed on the program, its options and
+``XLA_FLAGS``, so it is the one the compiler would have produced.
 """
+
+import os
+import shutil
+import tempfile
 
 import jax
 import jaxtyping
@@ -21,6 +32,28 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+_CACHE = "JAX_COMPILATION_CACHE_DIR"
+
+
+def pytest_configure(config):
+    # The controller (or a run without xdist) makes the directory; the xdist workers and the tests'
+    # subprocesses, started after this hook, inherit it through the environment, which JAX reads at
+    # import. A caller's own cache stands.
+    if hasattr(config, "workerinput") or _CACHE in os.environ:
+        return
+    config.pihc_xla_cache = os.environ[_CACHE] = tempfile.mkdtemp(prefix="pihc-tests-xla-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # tiny programs compile in well under 1 s
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    # This process imported JAX (pihc's instrumentation did) before the hook ran.
+    jax.config.update("jax_compilation_cache_dir", config.pihc_xla_cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "pihc_xla_cache", None):
+        shutil.rmtree(config.pihc_xla_cache, ignore_errors=True)
 
 
 @pytest.fixture

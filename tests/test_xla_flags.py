@@ -58,7 +58,8 @@ def _train_tiny(directory, name, expert_loop, xla_flags=None, extra=()):
     sets = [f"data.path={directory / 'ns.h5'}", *TINY_N64, f"constraint.expert_loop={expert_loop}", *extra]
     cmd = [sys.executable, "-m", "pihc.cli", "train", "--config", "navier-stokes/moe-small", "--out",
            str(directory / name), "--quiet", *[a for s in sets for a in ("--set", s)]]
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # pihc's own default, as a user gets it
+    # pihc's own default flags and no compilation cache, as a user gets them
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
     if xla_flags is not None:
         env["XLA_FLAGS"] = xla_flags
     try:  # about 10 s; without the flag it waits forever, so the limit is generous but finite
