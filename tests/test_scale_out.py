@@ -37,7 +37,8 @@ RTOL = 1e-10
 
 
 def _env(devices: int) -> dict:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    env = dict(os.environ, XLA_FLAGS=flags,
                PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
     env.pop("JAX_PLATFORMS", None)
     return env
@@ -46,7 +47,8 @@ def _env(devices: int) -> dict:
 def _jobs(tmp_path, jobs, devices=8):
     """Run ``jobs`` (see tests/_scale_out.py) in one subprocess with ``devices`` CPU devices."""
     spec = tmp_path / "jobs.json"
-    spec.write_text(json.dumps({"config": CONFIG, "data_dir": str(tmp_path), "cache": str(tmp_path / "xla"),
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(tmp_path / "xla")  # the suite's, if it has one
+    spec.write_text(json.dumps({"config": CONFIG, "data_dir": str(tmp_path), "cache": cache,
                                 "jobs": jobs}))
     proc = subprocess.run([sys.executable, str(WORKER), str(spec)], env=_env(devices), capture_output=True,
                           text=True, timeout=600)
