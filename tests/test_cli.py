@@ -72,3 +72,16 @@ def test_bench_help_lists_the_benchmarks(capsys):
     for name, script in cli.BENCHMARKS.items():
         assert f"  {name} " in out and f"benchmarks/{script}.py" in out
     assert cli.main(["bench"]) == 2 and "step-cost" in capsys.readouterr().err
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly():
+    """``pihc configs | head -1``: the output's reader is gone before the command writes. No message,
+    no traceback, and the exit status of a process ended by SIGPIPE (128 + 13)."""
+    proc = subprocess.Popen([sys.executable, "-m", "pihc.cli", "configs"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""
+    full = _cli("configs")  # with a reader, the list as before
+    assert full.returncode == 0 and "navier-stokes/moe-small" in full.stdout

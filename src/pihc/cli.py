@@ -8,7 +8,8 @@ a nonzero exit: 2 for bad input (arguments, configs, paths, damaged files),
 1 for a run that fails (divergence, a locked run directory, predictions
 that are not finite), 128 + the signal's number when stopped by SIGINT or
 SIGTERM (training saves its last finished step first; temporary files are
-removed).  Arguments are checked before any compute.
+removed), and 141 without a message when the reader of its output has gone
+(``pihc configs | head -3``).  Arguments are checked before any compute.
 """
 
 from __future__ import annotations
@@ -546,7 +547,20 @@ def _run(a) -> int:
     bad_input = (ConfigError, GridError, DataError, PathError, CheckpointError, MetricsError, UsageError,
                  FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
     try:
-        return a.func(a)
+        code = a.func(a)
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        return code
+    except BrokenPipeError as err:
+        if not _stdout_closed():
+            print(f"error: {_one_line(err)}", file=sys.stderr)
+            return 1
+        # The reader of the output left (`pihc configs | head -3`): stop without a message, as other
+        # command-line tools do, with the exit status of a process ended by SIGPIPE.
+        import os
+        import signal
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
+        return 128 + signal.SIGPIPE
     except bad_input as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
@@ -564,6 +578,18 @@ def _run(a) -> int:
               + ("; continue with `pihc train --resume RUN_DIR`" if a.command == "train" else ""),
               file=sys.stderr)
         return 128 + signum
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (its write end polls as an error)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a replaced sys.stdout), no poll
+        return False
 
 
 def _one_line(err: BaseException) -> str:
