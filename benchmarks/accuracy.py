@@ -88,18 +88,6 @@ def _reused(path: Path, steps: int) -> dict | None:
 
 
 def main(argv=None) -> dict:
-    from pihc.data.hdf5 import DataError
-    from pihc.files import PathError
-    from pihc.grid import GridError
-    from pihc.training.config import ConfigError
-
-    try:
-        return _main(argv)
-    except (ConfigError, GridError, DataError, PathError) as err:  # bad input: one line, as `pihc train` gives
-        raise SystemExit(f"error: {' '.join(str(err).split())}") from None
-
-
-def _main(argv) -> dict:
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -198,4 +186,6 @@ def _main(argv) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from pihc.training.errors import refuse_bad_input
+
+    refuse_bad_input(main)  # bad input: one `error:` line and status 2, as `pihc` gives

@@ -70,4 +70,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from pihc.training.errors import refuse_bad_input
+
+    refuse_bad_input(main)  # bad input: one `error:` line and status 2, as `pihc` gives

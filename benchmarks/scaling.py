@@ -547,4 +547,6 @@ def plot(res: dict, path: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from pihc.training.errors import refuse_bad_input
+
+    refuse_bad_input(main)  # bad input: one `error:` line and status 2, as `pihc` gives

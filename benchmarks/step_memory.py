@@ -99,6 +99,10 @@ def main(argv=None) -> dict:
         print(json.dumps(child(config, overrides, a.child, a.batch)))
         return {}
     a.out = a.out or f"benchmarks/out/step_memory{'_tiny' if a.small else ''}.json"
+    from pihc.training import load_config, prepare_data
+
+    # Here, before any worker starts: bad input is refused in one line, and missing data is made once.
+    prepare_data(load_config(config, overrides))
     rows = {}
     for method in a.methods:
         cmd = [sys.executable, __file__, "--config", config, "--batch", str(a.batch), "--child", method]
@@ -116,4 +120,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from pihc.training.errors import refuse_bad_input
+
+    refuse_bad_input(main)  # bad input: one `error:` line and status 2, as `pihc` gives

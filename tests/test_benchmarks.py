@@ -163,13 +163,37 @@ def test_accuracy_refuses_to_reuse_a_run_of_another_config(tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sc-small-s0"] and not (run / "metrics.jsonl").exists()
 
 
-def test_accuracy_refuses_a_config_the_layer_cannot_build_with_one_line(tmp_path, monkeypatch):
+def test_accuracy_refuses_a_config_the_layer_cannot_build_with_one_line(tmp_path, monkeypatch, capsys):
     """A blend halo wider than half a block is refused as ``pihc train`` refuses it: one ``error:`` line, no
     traceback, nothing trained."""
-    with pytest.raises(SystemExit) as e:
-        _run_benchmark("accuracy", "--small", "--configs", "diffusion-sorption/moe-small", "--set",
-                       "constraint.overlap=[0,100]", "--floor-samples", 0, "--out-dir", tmp_path / "runs",
-                       "--json", tmp_path / "a.json", monkeypatch=monkeypatch)
-    msg = str(e.value)
-    assert msg.startswith("error: ") and "blending halo of 100 points" in msg and "\n" not in msg
+    msg = _refused("accuracy", "--small", "--configs", "diffusion-sorption/moe-small", "--set",
+                   "constraint.overlap=[0,100]", "--floor-samples", 0, "--out-dir", tmp_path / "runs",
+                   "--json", tmp_path / "a.json", monkeypatch=monkeypatch, capsys=capsys)
+    assert "blending halo of 100 points" in msg
     assert not (tmp_path / "a.json").exists() and not any((tmp_path / "runs").glob("*/metrics.jsonl"))
+
+
+def _refused(name, *args, monkeypatch, capsys) -> str:
+    """Run the script as ``python benchmarks/NAME.py ARGS`` does and return its one ``error:`` line (status 2)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        _run_benchmark(name, *args, monkeypatch=monkeypatch)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("name, args, match", [
+    ("step_cost", ["--config", "nope/moe"], "neither a file nor a built-in config"),
+    ("step_memory", ["--config", "nope/moe"], "neither a file nor a built-in config"),
+    ("step_profile", ["--config", "nope/moe"], "neither a file nor a built-in config"),
+    ("speed_points", ["--config", "nope/moe"], "neither a file nor a built-in config"),
+    ("accuracy", ["--configs", "nope/moe"], "neither a file nor a built-in config"),
+    ("basis_diagnostics", ["--run", "no-such-run"], "no-such-run"),
+    ("constraint_ablation", ["--run", "no-such-run"], "no-such-run"),
+])
+def test_benchmarks_refuse_bad_input_with_one_line_before_any_compute(tmp_path, monkeypatch, capsys, name, args,
+                                                                      match):
+    monkeypatch.chdir(tmp_path)  # anything a script wrote would land here
+    assert match in _refused(name, *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

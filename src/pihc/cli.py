@@ -535,17 +535,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(a) -> int:
     """``a.func(a)`` with every failure of a known kind as one line on stderr and an exit code."""
-    from .data.hdf5 import DataError
-    from .files import PathError
-    from .grid import GridError
-    from .training.config import ConfigError
+    from .training.errors import bad_input_errors
     from .training.evaluation import EvaluationError
-    from .training.io import CheckpointError, MetricsError
     from .training.loop import DivergenceError
     from .training.run import RunLockedError
 
-    bad_input = (ConfigError, GridError, DataError, PathError, CheckpointError, MetricsError, UsageError,
-                 FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
+    bad_input = (*bad_input_errors(), UsageError)
     try:
         code = a.func(a)
         sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
@@ -593,7 +588,9 @@ def _stdout_closed() -> bool:
 
 
 def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
+    from .training.errors import one_line
+
+    return one_line(err)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,12 @@ The public names are re-exported here; the modules own one concept each:
 (a run's dataset and split), ``model`` (building and carrying models),
 ``optim`` (the optimiser), ``step`` (one training step), ``run`` (the run
 directory), ``loop`` (:func:`train`), ``io`` (atomic files and checkpoints),
-``evaluation``, ``floor``, ``report``, ``plots`` and ``demo``.
+``evaluation``, ``floor``, ``report``, ``plots``, ``demo`` and ``errors`` (bad input as one line).
 """
 
 from .config import load_config
 from .data import load_fields, load_initial, prepare_data
+from .errors import refuse_bad_input
 from .evaluation import evaluate, map_chunks, weights_spread
 from .floor import discretisation_floor
 from .io import CHECKPOINT, read_checkpoint_meta
@@ -23,5 +24,5 @@ from .step import loss_grid, make_step
 __all__ = [
     "CHECKPOINT", "build_model", "discretisation_floor", "evaluate", "load_config", "load_fields",
     "load_initial", "load_run", "loss_grid", "make_optimizer", "make_step", "map_chunks", "prepare_data",
-    "read_checkpoint_meta", "train", "weights_spread", "write_report",
+    "read_checkpoint_meta", "refuse_bad_input", "train", "weights_spread", "write_report",
 ]
