@@ -545,17 +545,6 @@ def _run(a) -> int:
         code = a.func(a)
         sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
         return code
-    except BrokenPipeError as err:
-        if not _stdout_closed():
-            print(f"error: {_one_line(err)}", file=sys.stderr)
-            return 1
-        # The reader of the output left (`pihc configs | head -3`): stop without a message, as other
-        # command-line tools do, with the exit status of a process ended by SIGPIPE.
-        import os
-        import signal
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
-        return 128 + signal.SIGPIPE
     except bad_input as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
@@ -563,6 +552,14 @@ def _run(a) -> int:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
     except OSError as err:  # e.g. a full disk: the file being written is left as it was
+        if isinstance(err, BrokenPipeError) and _stdout_closed():
+            # The reader of the output left (`pihc configs | head -3`): stop without a message, as other
+            # command-line tools do, with the exit status of a process ended by SIGPIPE.
+            import os
+            import signal
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush cannot fail
+            return 128 + signal.SIGPIPE
         print(f"error: {_one_line(err)}; nothing was half-written, fix the cause and run again", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:
