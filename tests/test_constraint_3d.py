@@ -134,3 +134,75 @@ def test_structured_adjoint_equals_the_generic_implicit_adjoint_on_the_torus(opt
     for got, want in zip(g, ref):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11 * np.abs(want).max())
     assert np.abs(np.asarray(g[2])) > 0
+
+
+SLAB_GRID = torus_grid(9, 8, 8)  # 8 steps: two slabs of levels 0..4 and 4..8
+
+
+def test_time_slabs_march_the_exact_discrete_solution_slab_by_slab():
+    """``time_slabs=2``: slab 1 starts from slab 0's last level.  Each slab's exact discrete solution
+    (BDF2 restarted at BDF1 in each slab) is a column of the basis there, so the march reproduces the
+    recurrence run slab by slab, and differs from one solve over all times (one BDF1 start)."""
+    pde, nu = Heat2D(viscosity=0.05), 0.05
+    u0 = initial_field(SLAB_GRID)
+    hc = HardConstraint(pde, SLAB_GRID, SPLITS, 40, row_weights=RowWeights(ridge=0.0), solver=TIGHT,
+                        initial_condition="construction", overlap=(0, 2, 2), blend=True, time_slabs=2)
+    assert hc.slab_bounds() == ((0, 5), (4, 9))
+    first = discrete_heat_solution(u0, torus_grid(5, 8, 8, t_end=0.25), nu)
+    second = discrete_heat_solution(first[-1], torus_grid(5, 8, 8, t_end=0.25), nu)
+    exact = np.concatenate([first, second[1:]])
+    rng = np.random.default_rng(7)
+    s = np.linspace(0.0, 1.0, 5)[:, None, None]
+    cols = [smooth_field(SLAB_GRID, rng) for _ in range(6)]
+    # Column j carries slab j's solution there (u = u(t_a) + s(t) B w); elsewhere it is random.
+    cols[0][:5] = np.where(s > 0, (first - u0) / np.where(s > 0, s, 1.0), 0.0)
+    cols[1][4:] = np.where(s > 0, (second - first[-1]) / np.where(s > 0, s, 1.0), 0.0)
+    out = hc(jnp.asarray(np.stack(cols, -1)), jnp.asarray(u0), jax.random.key(1))
+    assert out.weights.shape == (8, 6) and out.points.shape == (8, 40)
+    assert np.all(np.asarray(out.solution.status) == RESULTS.successful)
+    np.testing.assert_allclose(np.asarray(out.u), exact, rtol=0, atol=1e-10 * np.abs(exact).max())
+    one_solve = discrete_heat_solution(u0, SLAB_GRID, nu)
+    assert np.abs(one_solve - exact).max() > 1e-4 * np.abs(exact).max()
+    # The points are flat indices into the whole grid: slab 1's experts sample levels 5..8.
+    t_of = np.unravel_index(np.asarray(out.points), SLAB_GRID.shape)[0]
+    assert t_of[:4].min() >= 1 and t_of[:4].max() <= 4 and t_of[4:].min() >= 5
+
+
+def test_time_slabs_gradient_matches_finite_differences():
+    """The gradient through the chain of slabs (each slab's implicit adjoint, and the next slab's
+    initial condition made of the slab before's weights) against central differences."""
+    b = basis_with(SLAB_GRID, None, seed=6)
+    u0 = jnp.asarray(initial_field(SLAB_GRID, seed=1))
+    probe = jnp.asarray(np.random.default_rng(2).normal(size=SLAB_GRID.shape))
+    hc = HardConstraint(Heat2D(viscosity=0.02, advection=0.5), SLAB_GRID, SPLITS, 40, row_weights=WEIGHTS,
+                        solver=LevenbergMarquardt(rtol=1e-12, atol=1e-14, max_steps=200),
+                        initial_condition="construction", overlap=(0, 2, 2), blend=True, time_slabs=2)
+
+    @jax.jit
+    def loss(bb, uu):
+        return jnp.sum(probe * hc(bb, uu, jax.random.key(0)).u)
+
+    assert np.all(np.asarray(hc(b, u0, jax.random.key(0)).solution.status) == RESULTS.successful)
+    gb, gu = jax.jit(jax.grad(loss, argnums=(0, 1)))(b, u0)
+    eps = 1e-6
+    for idx in [(2, 1, 3, 0), (6, 5, 2, 4), (8, 0, 7, 1)]:  # slab 0, slab 1, slab 1's last level
+        fd = (loss(b.at[idx].add(eps), u0) - loss(b.at[idx].add(-eps), u0)) / (2 * eps)
+        assert abs(gb[idx] - fd) <= 1e-5 * max(abs(fd), 1e-3), (idx, gb[idx], fd)
+    for idx in [(0, 0), (3, 6)]:
+        fd = (loss(b, u0.at[idx].add(eps)) - loss(b, u0.at[idx].add(-eps))) / (2 * eps)
+        assert abs(gu[idx] - fd) <= 1e-5 * max(abs(fd), 1e-3), (idx, gu[idx], fd)
+    # Slab 1's level-4 basis value is scaled by s = 0 there, but slab 0 uses it: it has a gradient.
+    assert abs(float(gb[4, 1, 1, 2])) > 0
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(time_slabs=2), "initial_condition='construction'"),
+    (dict(time_slabs=9, initial_condition="construction"), "at most 8"),
+    (dict(time_slabs=2, initial_condition="construction", splits=(2, 1, 1)), r"splits\[0\] must be 1"),
+    (dict(time_slabs=4, initial_condition="construction", n_points=40), "a time slab of 4"),
+    (dict(time_slabs=0), "time_slabs must be an integer >= 1"),
+])
+def test_time_slabs_are_checked_when_the_layer_is_made(options, match):
+    kw = dict(splits=SPLITS, n_points=10) | options
+    with pytest.raises(ValueError, match=match):
+        HardConstraint(Heat2D(), SLAB_GRID, **kw)

@@ -318,6 +318,23 @@ class HardConstraint(eqx.Module):
             the other, each stopping at its own convergence, which suits a
             CPU, where the batched experts' work is not in parallel).  The
             values are the same either way.
+        time_slabs: cut the time axis (the first) into this many slabs
+            solved one after the other (default 1: one solve over all
+            times).  Slab ``j`` spans time levels ``a_j .. a_{j+1}``
+            (``a_j = floor(j (n_t - 1) / time_slabs)``), sharing its first
+            level with the slab before; its experts (``splits`` on the
+            slab) impose as initial condition, by construction, the
+            prediction of slab ``j - 1`` at that shared level:
+            ``u = u(t_{a_j}) + (t - t_{a_j}) / (t_{a_{j+1}} - t_{a_j}) (B w + offset)``.
+            Each slab's experts have their own weights, so the prediction
+            has ``time_slabs`` times as many, each fitting the PDE over a
+            shorter time, and the gradient flows back through the chain of
+            initial conditions.  ``n_points`` is per expert and slab.
+            Needs ``initial_condition="construction"`` and ``splits[0] == 1``.
+            For a one-step time stencil (each residual row reads two
+            consecutive levels) the rows are those of one solve over all
+            times; a multistep stencil restarts at its first-order start
+            in each slab.
 
     Raises:
         GridError: ``splits`` does not divide the grid.
@@ -339,6 +356,7 @@ class HardConstraint(eqx.Module):
     adjoint: AbstractAdjoint = eqx.field(static=True, default=StructuredAdjoint())
     mesh: Mesh | None = eqx.field(static=True, default=None)
     expert_loop: ExpertLoop = eqx.field(static=True, default="vmap")
+    time_slabs: int = eqx.field(static=True, default=1)
 
     def __check_init__(self):
         _check_choice("row_scope", self.row_scope, RowScope)
@@ -351,6 +369,11 @@ class HardConstraint(eqx.Module):
                 raise ValueError(f"{name} must be a {cls.__name__}, got {getattr(self, name)!r}")
         if isinstance(self.n_points, bool) or not isinstance(self.n_points, int) or self.n_points < 1:
             raise ValueError(f"n_points must be an integer >= 1, got {self.n_points!r}")
+        if isinstance(self.time_slabs, bool) or not isinstance(self.time_slabs, int) or self.time_slabs < 1:
+            raise ValueError(f"time_slabs must be an integer >= 1, got {self.time_slabs!r}")
+        if self.time_slabs > 1:
+            self._check_slabs()
+            return
         self.pde.check_grid(self.grid)
         check_splits(self.grid.shape, self.splits, self.grid.names)
         if self.overlap is not None and (len(self.overlap) != self.grid.ndim
@@ -373,9 +396,42 @@ class HardConstraint(eqx.Module):
                 raise ValueError(f"the mesh's {EXPERT} axis ({self.mesh.shape[EXPERT]} devices) does not divide"
                                  f" the {self.n_experts} expert(s) of splits {self.splits}")
 
+    def _check_slabs(self) -> None:
+        t = self.grid.axes[0]
+        if self.initial_condition != "construction":
+            raise ValueError("time_slabs > 1 passes each slab's last level on as the next slab's initial"
+                             " condition, imposed by construction: set initial_condition='construction'")
+        if t.kind != "nodes":
+            raise ValueError(f"time_slabs > 1 cuts the first axis, time, at shared levels: axis {t.name!r}"
+                             f" must be of kind 'nodes', got {t.kind!r}")
+        if self.time_slabs > t.n - 1:
+            raise ValueError(f"time_slabs {self.time_slabs} is more than the {t.n - 1} time steps of axis"
+                             f" {t.name!r} ({t.n} levels); use at most {t.n - 1}")
+        if self.splits[0] != 1:
+            raise ValueError(f"time_slabs cut the time axis already; splits[0] must be 1, got splits {self.splits}")
+        self.pde.check_grid(self.grid)
+        try:
+            self.slabs()  # each slab's own checks (grid, splits, blend, points)
+        except ValueError as err:
+            raise ValueError(f"a time slab of {self.time_slabs}: {err}") from None
+
     @property
     def n_experts(self) -> int:
+        """Experts per time slab: ``prod(splits)`` (each solve's; sharded along a mesh's ``expert`` axis)."""
         return math.prod(self.splits)
+
+    def slab_bounds(self) -> tuple[tuple[int, int], ...]:
+        """Each time slab's levels as ``(start, stop)`` (stop exclusive); consecutive slabs share a level."""
+        n = self.grid.axes[0].n - 1
+        cuts = [j * n // self.time_slabs for j in range(self.time_slabs + 1)]
+        return tuple((cuts[j], cuts[j + 1] + 1) for j in range(self.time_slabs))
+
+    def slabs(self) -> tuple["HardConstraint", ...]:
+        """This layer on each time slab's levels alone (:meth:`slab_bounds`), one slab each."""
+        t = self.grid.axes[0]
+        return tuple(dataclasses.replace(self, time_slabs=1, grid=Grid((dataclasses.replace(
+            t, n=b - a, lo=float(t.coords[a]), hi=float(t.coords[b - 1])),) + self.grid.axes[1:]))
+            for a, b in self.slab_bounds())
 
     def tied(self) -> "HardConstraint":
         """The experts' problems with one weight vector shared by all: one expert over the
@@ -425,8 +481,12 @@ class HardConstraint(eqx.Module):
 
     def problem(self, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"], key: PRNGKeyArray
                 ) -> ExpertsProblem:
-        """The experts' problems for this basis and initial condition, at points drawn with ``key``."""
+        """The experts' problems for this basis and initial condition, at points drawn with ``key``
+        (one slab's: with ``time_slabs > 1``, each of :meth:`slabs` has its own)."""
         require_x64()
+        if self.time_slabs > 1:
+            raise ValueError(f"this layer solves {self.time_slabs} time slabs in turn; take the problem"
+                             " of one of its slabs() with that slab's basis and initial condition")
         self.grid.check(basis, channels=1, what="basis")
         if tuple(jnp.shape(u0)) != self.grid.shape[1:]:
             raise GridError(f"u0 has shape {tuple(jnp.shape(u0))}; the grid {self.grid.names} needs"
@@ -443,6 +503,8 @@ class HardConstraint(eqx.Module):
 
     def __call__(self, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"],
                  key: PRNGKeyArray) -> ConstrainedSolution:
+        if self.time_slabs > 1:
+            return self._march(basis, u0, key)
         problem = self.problem(_materialised_cotangent(basis), u0, key)
         B, offset, points = problem.B, problem.offset, problem.points
         w0 = None if self.start == "row_fit" else jnp.zeros((self.n_experts, basis.shape[-1]), jnp.float64)
@@ -459,6 +521,27 @@ class HardConstraint(eqx.Module):
                 owned = None
             sol = _flag_nonfinite(sol, u, self.splits, owned)
         return ConstrainedSolution(u=_materialised_cotangent(u), weights=sol.value, solution=sol, points=points)
+
+
+    def _march(self, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"], key: PRNGKeyArray
+               ) -> ConstrainedSolution:
+        """The slabs in time order, each started from the last level of the one before (``time_slabs``).
+
+        The outputs are stacked slab by slab: weights, solutions and points
+        (flat indices into the whole grid) carry ``time_slabs * prod(splits)``
+        experts, slab 0's first.
+        """
+        self.grid.check(basis, channels=1, what="basis")
+        level = math.prod(self.grid.shape[1:])  # flat indices per time level
+        keys = jax.random.split(key, self.time_slabs)
+        start, parts, outs = u0, [], []
+        for j, (slab, (a, b)) in enumerate(zip(self.slabs(), self.slab_bounds())):
+            out = slab(basis[a:b], start, keys[j])
+            parts.append(out.u if j == 0 else out.u[1:])  # the shared level is the slab before's
+            outs.append(eqx.tree_at(lambda o: o.points, out, out.points + a * level))
+            start = out.u[-1]
+        stacked = jax.tree.map(lambda *x: jnp.concatenate(x), *[(o.weights, o.solution, o.points) for o in outs])
+        return ConstrainedSolution(jnp.concatenate(parts), *stacked)
 
 
 def _flag_nonfinite(sol: Solution, u, splits, owned: np.ndarray | None) -> Solution:

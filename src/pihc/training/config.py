@@ -152,6 +152,7 @@ class ConstraintConfig:
     overlap: tuple[int, ...] | None = _layer_default("overlap")
     blend: bool = _layer_default("blend")
     expert_loop: ExpertLoop = _layer_default("expert_loop")
+    time_slabs: int = _layer_default("time_slabs")
     global_steps: int = 0
 
     def layer_options(self) -> dict:
