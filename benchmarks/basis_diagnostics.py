@@ -59,6 +59,9 @@ def diagnose(run: str, samples: int, blocks) -> dict:
     if not hasattr(model, "constraint"):
         raise SystemExit(f"error: {run} is a PI-SC run; the diagnostics need a basis (PI-HC or PI-HC-MoE)")
     layer, pde, grid = model.constraint, model.pde, model.grid
+    if layer.time_slabs > 1:
+        raise SystemExit(f"error: {run} solves {layer.time_slabs} time slabs in turn; the diagnostics take a"
+                         " layer with one solve over all times (constraint.time_slabs: 1)")
     splits = tuple(layer.splits)
     blocks = tuple(blocks) if blocks else (splits if np.prod(splits) > 1 else None)
     idx = data.test_idx[:samples]

@@ -51,6 +51,7 @@ TINY_N64 = [
     "data.nt=9", "data.nx=8", "data.ny=8", "data.train_samples=2", "data.test_samples=2", "model.width=8",
     "model.layers=2", "model.modes=[3, 3, 3]", "model.n_basis=64", "model.padding=[2, 0, 0]",
     "constraint.splits=[1, 2, 2]", "constraint.overlap=[0, 1, 1]", "constraint.n_points=100",
+    "constraint.time_slabs=1",
     "optim.batch=2", "optim.steps=2", "run.checkpoint_every=2"]
 
 

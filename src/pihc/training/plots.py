@@ -138,7 +138,7 @@ def _residuals(out: Path, grid: Grid, t, x, residual, experts, splits, paths: li
     if experts is not None:
         k = np.arange(len(experts["residual_norm_mean"]))
         axs[1].bar(k, experts["residual_norm_mean"])
-        axs[1].set_xticks(k, expert_labels(grid, splits or (1,) * (grid.ndim - 1) + (len(k),)),
+        axs[1].set_xticks(k, expert_labels(grid, splits or (1,) * (grid.ndim - 1) + (len(k),), len(k)),
                           rotation=30, ha="right", fontsize=8)
         axs[1].set_xlabel("expert")
         axs[1].set_ylabel("constraint residual norm")
@@ -151,16 +151,23 @@ def _residuals(out: Path, grid: Grid, t, x, residual, experts, splits, paths: li
     plt.close(fig)
 
 
-def expert_labels(grid: Grid, splits) -> list[str]:
-    """One label per expert, in the experts' order: its number and its block, e.g. ``1: x 0.5-1``."""
+def expert_labels(grid: Grid, splits, n_experts: int | None = None) -> list[str]:
+    """One label per expert, in the experts' order: its number and its block, e.g. ``1: x 0.5-1``.
+
+    ``n_experts`` a multiple ``S`` of ``prod(splits)``: the layer's experts in ``S`` time slabs
+    (``constraint.time_slabs``), slab by slab, each label prefixed with its slab.
+    """
+    slabs = 1 if n_experts is None else max(1, n_experts // int(np.prod(splits)))
     labels = []
-    for k, idx in enumerate(np.ndindex(*splits)):
-        parts = []
-        for a, s, i in zip(grid.axes, splits, idx):
-            if s > 1:
-                lo, hi = a.lo + (a.hi - a.lo) * i / s, a.lo + (a.hi - a.lo) * (i + 1) / s
-                parts.append(f"{a.name} {lo:.3g}-{hi:.3g}")
-        labels.append(f"{k}: " + ", ".join(parts) if parts else f"{k}")
+    for j in range(slabs):
+        for idx in np.ndindex(*splits):
+            parts = [f"slab {j}"] if slabs > 1 else []
+            for a, s, i in zip(grid.axes, splits, idx):
+                if s > 1:
+                    lo, hi = a.lo + (a.hi - a.lo) * i / s, a.lo + (a.hi - a.lo) * (i + 1) / s
+                    parts.append(f"{a.name} {lo:.3g}-{hi:.3g}")
+            k = len(labels)
+            labels.append(f"{k}: " + ", ".join(parts) if parts else f"{k}")
     return labels
 
 

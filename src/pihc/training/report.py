@@ -37,8 +37,10 @@ def write_report(run_dir: str | Path) -> Path:
               f"- grid (t, x, y): {cfg['data']['nt']} x {cfg['data']['nx']} x {cfg['data']['ny']}")]
     if cfg["model"]["method"] != "sc":
         c = cfg["constraint"]
+        slabs = c.get("time_slabs", 1)
         lines.append(f"- constraint: splits {c['splits'] if cfg['model']['method'] == 'moe' else 'global'},"
-                     f" {c['n_points']} points per expert, rows {c['row_scope']}, LM max"
+                     + (f" in {slabs} time slabs solved in turn," if slabs > 1 else "")
+                     + f" {c['n_points']} points per expert, rows {c['row_scope']}, LM max"
                      f" {c['solver']['max_steps']} steps, rtol {c['solver']['rtol']}")
     lines += ["", "## Training", ""]
     stopped = [m for m in metrics if m.get("stopped")]
