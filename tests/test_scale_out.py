@@ -119,6 +119,54 @@ def test_meshes_of_4_and_8_devices_train_as_one_device_and_resume_on_another_num
         _same_state(tmp_path, tmp_path / "one", tmp_path / name)
 
 
+_SLABS_ON_A_MESH = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp, numpy as np
+from _heat2d import Heat2D, initial_field, smooth_field, torus_grid
+from pihc.constraint import HardConstraint
+from pihc.experts import RowWeights
+from pihc.least_squares import LevenbergMarquardt
+from pihc.sharding import device_mesh
+
+grid = torus_grid(9, 8, 8)
+rng = np.random.default_rng(6)
+basis = jnp.asarray(np.stack([smooth_field(grid, rng) for _ in range(6)], -1))
+u0 = jnp.asarray(initial_field(grid, seed=1))
+probe = jnp.asarray(np.random.default_rng(2).normal(size=grid.shape))
+out = {}
+for name, mesh in (("one", None), ("mesh", device_mesh(1, 4))):
+    hc = HardConstraint(Heat2D(viscosity=0.02, advection=0.5), grid, (1, 2, 2), 40,
+                        row_weights=RowWeights(ridge=1e-6), solver=LevenbergMarquardt(rtol=1e-10, atol=1e-14),
+                        initial_condition="construction", overlap=(0, 2, 2), blend=True, time_slabs=2, mesh=mesh)
+    loss = lambda b, a: jnp.sum(probe * hc(b, a, jax.random.key(0)).u)
+    value, (g_b, g_u) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(basis, u0)
+    steps = hc(basis, u0, jax.random.key(0)).solution.num_steps
+    out[name] = {"loss": float(value), "g_b": np.asarray(g_b).ravel().tolist(), "g_u": np.asarray(g_u).ravel().tolist(),
+                 "steps": np.asarray(steps).tolist()}
+print(json.dumps(out))
+"""
+
+
+def test_time_slabs_on_a_mesh_of_4_devices_give_the_one_device_values(tmp_path):
+    """``time_slabs=2``: each slab's four experts sharded over a 1 x 4 mesh, the slabs chained through
+    their initial conditions.  The prediction's pairing with a probe and its gradients in the basis and
+    u0 equal the one-device layer's (the tests' nonlinear PDE on the torus, every solve converged)."""
+    proc = subprocess.run([sys.executable, "-c", _SLABS_ON_A_MESH, str(Path(__file__).parent)], env=_env(4),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    one, mesh = out["one"], out["mesh"]
+    assert one["steps"] == mesh["steps"] and len(one["steps"]) == 8 and max(one["steps"]) < 200
+    assert _close(one["loss"], mesh["loss"], 1e-12)
+    for key in ("g_b", "g_u"):
+        a, b = np.asarray(one[key]), np.asarray(mesh[key])
+        assert np.abs(a).max() > 0
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-11 * np.abs(a).max())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
