@@ -20,6 +20,10 @@ def test_seam_mask_marks_points_near_expert_boundaries():
     assert m.shape == grid.shape
     np.testing.assert_array_equal(np.flatnonzero(m[0]), [3, 4, 7, 8, 11, 12])
     assert not seam_mask(grid, (1, 1), 2).any()
+    # Time slabs sharing level 4 of 9: rows 3 and 4 end the first slab, rows 5 and 6 start the next.
+    slabbed = seam_mask(diffusion_sorption_grid(nt=9, nx=16), (1, 1), 2, time_cuts=[4])
+    np.testing.assert_array_equal(np.flatnonzero(slabbed.any(axis=1)), [3, 4, 5, 6])
+    assert slabbed[3:7].all()
 
 
 def test_evaluate_on_a_finer_grid_keeps_the_backbone_and_scores_against_the_data_there(tmp_path):

@@ -48,6 +48,7 @@ def test_the_small_moe_trains_on_generated_data_and_evaluates(tmp_path):
     assert out["rel_l2_over_time"][0] < 1e-6  # the initial condition holds by construction
     assert out["experts"]["status_counts"] == [{"successful": 2}] * 12  # 3 time slabs of 2 x 2 experts
     assert out["seams"]["mean_abs_residual_near_seams"] > 0  # the 2 x 2 experts' seams, the wrap included
+    assert out["seams"]["time_slab_levels"] == [2, 5]  # the slabs' shared levels of 8 steps
     assert (run / "plots" / "snapshots.png").stat().st_size > 0
     # Resolution independence: the same backbone on the data's own 16 x 16 grid.
     fine = evaluate(run, grid=(9, 16, 16), plots=False, log=lambda s: None)

@@ -43,10 +43,17 @@ class EvaluationError(ValueError):
     """A trained model's predictions cannot be scored (they are not finite)."""
 
 
-def seam_mask(grid: Grid, splits, width: int) -> np.ndarray:
+def seam_mask(grid: Grid, splits, width: int, time_cuts=()) -> np.ndarray:
     """Points within ``width`` grid points of a boundary between experts (on a periodic axis
-    with two or more experts, also the one across the wrap, between the last and first block)."""
+    with two or more experts, also the one across the wrap, between the last and first block).
+
+    ``time_cuts``: the levels that consecutive time slabs share (``constraint.time_slabs``); the
+    ``width`` residual rows on each side of each (rows ``a - width + 1 .. a + width``: row ``i``
+    of a one-step stencil reads levels ``i - 1`` and ``i``) are seams too.
+    """
     mask = np.zeros(grid.shape, bool)
+    for a in time_cuts:
+        mask[max(0, a - width + 1):a + width + 1] = True
     for d, (n, s) in enumerate(zip(grid.shape, splits)):
         b = n // s
         near = np.zeros(n, bool)
@@ -206,8 +213,10 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
     parts = loss_parts(u, u0)
     truth_parts = loss_parts(truth, u0)  # the data's own residual: the discretisation's share of it
     domain = np.asarray(pde.residual_domain(grid))
-    splits = getattr(getattr(model, "constraint", None), "splits", (1,) * grid.ndim)
-    seams = seam_mask(grid, splits, seam_width) & domain
+    layer = getattr(model, "constraint", None)
+    splits = getattr(layer, "splits", (1,) * grid.ndim)
+    cuts = [a for a, _ in layer.slab_bounds()[1:]] if layer is not None else []
+    seams = seam_mask(grid, splits, seam_width, cuts) & domain
     inner = ~seams & domain
     out = {
         "run": str(run_dir), "step": meta["step"], "method": cfg.model.method,
@@ -220,7 +229,7 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
         "persistence": {"rel_l2_mean": float(rel_still.mean()), "rel_l2_std": float(rel_still.std()),
                         "rel_l2_median": float(np.median(rel_still)), "rel_l2_max": float(rel_still.max()),
                         "rel_l2_over_time": rel_still_t.mean(0).tolist()},
-        "seams": {"width": seam_width, "splits": list(splits),
+        "seams": {"width": seam_width, "splits": list(splits), "time_slab_levels": cuts,
                   "mean_abs_residual_near_seams": float(np.abs(res)[:, seams].mean()) if seams.any() else None,
                   "mean_abs_residual_interior": float(np.abs(res)[:, inner].mean()) if inner.any() else None},
         "timing": {"inference_s_per_sample": infer_s},
