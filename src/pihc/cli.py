@@ -244,7 +244,7 @@ def _cmd_configs(a) -> int:
 
     for name in builtin_configs():
         cfg = load_config(name)
-        print(f"{name:36s} {cfg.problem}, {cfg.model.method}, {cfg.data.nt} x {cfg.data.nx},"
+        print(f"{name:36s} {cfg.problem}, {cfg.model.method}, {' x '.join(map(str, cfg.data.shape))},"
               f" {cfg.optim.steps} steps")
     return 0
 
