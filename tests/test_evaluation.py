@@ -98,3 +98,13 @@ def test_a_training_window_must_hold_two_times_of_the_grid(tmp_path):
         model_grids(tiny_config(tmp_path, data__train_until=3.0))
     g, whole = model_grids(tiny_config(tmp_path, data__train_until=27.0))  # cut at the last node before: 25
     assert g.shape[0] == 6 and g.axes[0].hi == 25.0 and whole.shape[0] == 9
+
+
+def test_expert_labels_name_each_time_slab_and_block_in_the_layers_order():
+    from pihc.pdes import navier_stokes_grid
+    from pihc.training.plots import expert_labels
+
+    grid = navier_stokes_grid(9, 8, 8, t_end=5.0)
+    assert expert_labels(grid, (1, 2, 1)) == ["0: x 0-0.5", "1: x 0.5-1"]
+    slabbed = expert_labels(grid, (1, 2, 1), 6)  # 3 slabs of 2 experts, slab 0's first
+    assert slabbed[0] == "0: slab 0, x 0-0.5" and slabbed[3] == "3: slab 1, x 0.5-1" and slabbed[5] == "5: slab 2, x 0.5-1"

@@ -522,7 +522,6 @@ class HardConstraint(eqx.Module):
             sol = _flag_nonfinite(sol, u, self.splits, owned)
         return ConstrainedSolution(u=_materialised_cotangent(u), weights=sol.value, solution=sol, points=points)
 
-
     def _march(self, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"], key: PRNGKeyArray
                ) -> ConstrainedSolution:
         """The slabs in time order, each started from the last level of the one before (``time_slabs``).
@@ -538,9 +537,9 @@ class HardConstraint(eqx.Module):
         for j, (slab, (a, b)) in enumerate(zip(self.slabs(), self.slab_bounds())):
             out = slab(basis[a:b], start, keys[j])
             parts.append(out.u if j == 0 else out.u[1:])  # the shared level is the slab before's
-            outs.append(eqx.tree_at(lambda o: o.points, out, out.points + a * level))
+            outs.append((out.weights, out.solution, out.points + a * level))
             start = out.u[-1]
-        stacked = jax.tree.map(lambda *x: jnp.concatenate(x), *[(o.weights, o.solution, o.points) for o in outs])
+        stacked = jax.tree.map(lambda *x: jnp.concatenate(x), *outs)
         return ConstrainedSolution(jnp.concatenate(parts), *stacked)
 
 
