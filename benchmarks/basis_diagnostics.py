@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
+
+from _record import save
 
 
 def span_fit(B: np.ndarray, offset: np.ndarray, truth: np.ndarray, splits) -> float:
@@ -122,8 +123,7 @@ def main(argv=None) -> dict:
     if a.samples < 1:
         p.error(f"--samples must be >= 1, got {a.samples}")
     res = diagnose(a.run, a.samples, a.blocks)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2))
+    save(a.out, res)
     print(json.dumps(res["mean"], indent=2))
     return res
 

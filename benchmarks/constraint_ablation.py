@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-from pathlib import Path
 
 import numpy as np
+
+from _record import save
 
 
 def with_pde_weight(constraint, factor: float):
@@ -114,8 +114,7 @@ def main(argv=None) -> dict:
             print(f"  {x['factor']:<7g}  {100 * x['rel_l2_mean']:6.2f}% +- {100 * x['rel_l2_std']:5.2f}%"
                   f"   {x['pde_residual_ms']:.3e}      {x['weights_change_rel']:.4f}          "
                   f"{x['experts_spread_rel']:.4f}            {x['solver_steps_mean']:.1f}")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
+    save(a.out, out)
     return out
 
 

@@ -57,6 +57,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _record import save
+
 N_BASIS = 16
 N_MODES = 3  # cosine products per basis column
 BASE_GRID = (101, 1024)
@@ -514,7 +516,7 @@ def main(argv=None) -> dict:
         result["machine"]["device"] = str(jax.devices()[0].device_kind)
     except Exception:  # noqa: BLE001 - informational only
         pass
-    json_path.write_text(json.dumps(result, indent=2))
+    save(json_path, result)
     if ok:
         plot(ok, out_dir / "constraint_scaling.png")
     print(table(rows))

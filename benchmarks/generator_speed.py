@@ -11,13 +11,14 @@ against a reference solve at rtol 1e-11.  Prints and saves JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _record import save
 
 
 def main(argv=None) -> dict:
@@ -63,8 +64,7 @@ def main(argv=None) -> dict:
            "cores": os.cpu_count(), "rows": rows}
     for r in rows:
         print(f"{r['variant']:<75} {r['s_per_trajectory']:.3f} s/traj   rel L2 {r['rel_l2_vs_reference']:.1e}")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
+    save(a.out, out)
     return out
 
 

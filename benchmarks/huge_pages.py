@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _record import save
+
 TUNABLE = "glibc.malloc.hugetlb"
 
 
@@ -104,12 +106,10 @@ def main(argv=None) -> dict:
         rows[config] = row
         print(json.dumps({config: {k: (v if not isinstance(v, dict) else v["median_step_s"]) for k, v in row.items()}}),
               flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = {"benchmark": "huge_pages", "date": time.strftime("%Y-%m-%d"), "commit": commit,
+    result = {"benchmark": "huge_pages",
               "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
               "steps": a.steps, "rounds": a.rounds, "overrides": a.set, "configs": rows}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2))
+    result = save(a.out, result)
     print(f"wrote {a.out}")
     return result
 

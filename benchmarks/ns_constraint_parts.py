@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import subprocess
 import time
-from pathlib import Path
 
 import ns_constraint_speed as speed
+
+from _record import save
 
 
 def _fastest(f, *args, repeats: int) -> float:
@@ -93,13 +92,8 @@ def main(argv=None) -> dict:
     speed._pin_one_core()
     rows = {"PI-HC": parts(20000, (1, 1, 1), "vmap", a.repeats),
             "PI-HC-MoE": parts(15360, (1, 2, 2), "sequential", a.repeats)}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = {"benchmark": "ns_constraint_parts", "date": time.strftime("%Y-%m-%d"), "commit": commit,
-              "cpu_threads": 1, "load_average_1_5_15min_at_end": list(os.getloadavg()), "parts": rows}
-    print(json.dumps(result, indent=2))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2))
-    return result
+    result = {"benchmark": "ns_constraint_parts", "cpu_threads": 1, "load_average_1_5_15min_at_end": list(os.getloadavg()), "parts": rows}
+    return save(a.out, result, echo=True)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _record import save
+
 
 def _pin_one_core() -> None:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
@@ -203,14 +205,12 @@ def main(argv=None) -> dict:
                    "forward_s": float(np.median([r["forward_s"] for r in rounds])),
                    "forward_backward_s_per_round": [r["forward_backward_s"] for r in rounds],
                    "all_converged": all(r["all_converged"] for r in rounds)}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = {"benchmark": "ns_constraint_speed", "date": time.strftime("%Y-%m-%d"), "commit": commit,
+    result = {"benchmark": "ns_constraint_speed",
               "baseline": (a.baseline_label or "another version's src folder") if a.baseline_src else None,
               "cpu_threads": 1, "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
               "load_average_1_5_15min_at_end": list(os.getloadavg()), "rows": rows,
               "paper_released_layer_s": {"PI-HC": 11.8, "PI-HC-MoE": 12.8}}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2))
+    result = save(a.out, result)
     print(f"wrote {a.out}")
     return result
 

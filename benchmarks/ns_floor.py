@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
+
+from _record import save
 
 
 def main(argv=None) -> dict:
@@ -64,8 +65,7 @@ def main(argv=None) -> dict:
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     out = {"rows": rows, "samples": a.samples, "solve_nx": a.solve_nx, "t_end": 5.0, "viscosity": 1e-4}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
+    save(a.out, out)
     return out
 
 

@@ -17,12 +17,12 @@ compilation), and the predicted time of 4000.  Prints and saves JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
+
+from _record import save
 
 
 def snapshot_rel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,9 +89,7 @@ def main(argv=None) -> dict:
     out["speed"] = speed
     out["batch"] = a.batch
     out["cpus"] = os.cpu_count()
-    print(json.dumps(out, indent=2))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
+    save(a.out, out, echo=True)
     return out
 
 

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import time
-from pathlib import Path
 
 import numpy as np
+
+from _record import save
 
 
 def floor(truth: np.ndarray, pde) -> float:
@@ -74,12 +73,9 @@ def main(argv=None) -> dict:
                "persistence_rel_l2_mean": float(np.mean(still))}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    out = {"benchmark": "ns_small_grid_floor", "date": time.strftime("%Y-%m-%d"), "commit": commit,
+    out = {"benchmark": "ns_small_grid_floor",
            "truth": "64 x 64 x 64 solved at 128^2, initial conditions of seeds 1000..", "rows": rows}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
-    return out
+    return save(a.out, out)
 
 
 if __name__ == "__main__":

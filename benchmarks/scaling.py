@@ -33,7 +33,6 @@ import json
 import math
 import os
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -49,6 +48,8 @@ from pihc.sharding import BATCH, device_mesh, replicated, sharded_batch
 from pihc.training.config import Config, from_dict
 from pihc.training.optim import make_optimizer
 from pihc.training.step import make_step
+
+from _record import commit, save
 
 # The benchmark's problem: diffusion-sorption on 33 x 128 with 8 experts (1 x 8 blocks of 33 x 16),
 # 256 points each, N = 16 basis functions from a small FNO; batch 8; the demo config's weights and solver.
@@ -390,15 +391,6 @@ def one_device(repeats: int) -> dict:
     return out
 
 
-def _commit() -> str | None:
-    """The checkout's short commit (None without git)."""
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        return None
-
-
 def main():
     global NT, NX, M, BATCH_SIZE
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -417,8 +409,8 @@ def main():
     if a.model_from:
         res = json.loads(Path(a.model_from).read_text())
         model_part(res)
-        res["cost_model_recomputed"] = {"date": time.strftime("%Y-%m-%d"), "commit": _commit()}
-        Path(a.out).write_text(json.dumps(res, indent=1))
+        res["cost_model_recomputed"] = {"date": time.strftime("%Y-%m-%d"), "commit": commit()}
+        save(a.out, res, indent=1)
         summary(res)
         plot(res, a.plot)
         return
@@ -431,18 +423,15 @@ def main():
     NT, NX = a.grid or (NT, NX)
     M, BATCH_SIZE = a.points or M, a.batch or BATCH_SIZE
     if a.one_device:
-        res = {"date": time.strftime("%Y-%m-%d"), "device": str(jax.devices()[0]), "jax": jax.__version__,
+        res = {"device": str(jax.devices()[0]), "jax": jax.__version__,
                "problem": {"grid": [NT, NX], "N": N, "splits": list(SPLITS), "points": M, "batch": BATCH_SIZE},
                "step": one_device(repeats)}
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(res, indent=1))
-        print(json.dumps(res, indent=1))
+        save(a.out, res, indent=1, echo=True)
         return
     print(f"{jax.device_count()} {jax.devices()[0].platform} devices", flush=True)
-    res = {"date": time.strftime("%Y-%m-%d"), "devices": jax.device_count(), "platform": jax.devices()[0].platform,
+    res = {"devices": jax.device_count(), "platform": jax.devices()[0].platform,
            "jax": jax.__version__, "problem": {"grid": [NT, NX], "N": N, "splits": list(SPLITS), "points": M,
                                                "batch": BATCH_SIZE, "solver": {"rtol": SOLVER.rtol}}}
-    res["commit"] = _commit()
     res["lockstep"] = lockstep_part(repeats)
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "num_steps"} if isinstance(v, dict) else v
                       for k, v in res["lockstep"].items()}, indent=1), flush=True)
@@ -450,8 +439,7 @@ def main():
     res["one_device"] = one_device(max(repeats, 10))
     print(json.dumps({k: v for k, v in res["one_device"].items() if not isinstance(v, dict)}), flush=True)
     model_part(res)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1))
+    save(a.out, res, indent=1)
     print(f"wrote {a.out}")
     summary(res)
     plot(res, a.plot)

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _record import save
+
 VARIANTS = ("hc", "moe", "moe_split")
 
 
@@ -108,9 +110,8 @@ def main(argv=None) -> dict:
     device = f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}"
     rows = []
     path = Path(a.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
 
-    def save() -> dict:
+    def checkpoint() -> dict:
         """Write the JSON (atomically) with the rows so far: an interrupted sweep keeps its finished points."""
         out = {"config": a.config, "overrides": a.set, "device": device, "jax": jax.__version__,
                "batch": base.optim.batch, "grid": list(data.grid.shape), "repeats": a.repeats, "trained": trained,
@@ -118,10 +119,7 @@ def main(argv=None) -> dict:
                "loglog_slope": {v: {kind: loglog_slope([r["points"] for r in rows if r["variant"] == v],
                                                        [r.get(kind) for r in rows if r["variant"] == v])
                                     for kind in ("train_s", "infer_s")} for v in VARIANTS}}
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(out, indent=2))
-        tmp.replace(path)
-        return out
+        return save(path, out)
 
     for m in points:
         runs = {}
@@ -166,7 +164,7 @@ def main(argv=None) -> dict:
                     by[v][f"speedup_over_hc_{kind[:-2]}"] = by["hc"][kind] / by[v][kind]
         print(json.dumps({v: {k: r.get(k) for k in ("train_s", "infer_s", "solver_steps_mean", "skipped")}
                           for v, r in by.items()} | {"points": m}), flush=True)
-        out = save()
+        out = checkpoint()
     print(json.dumps({"loglog_slope": out["loglog_slope"]}, indent=1))
     plot(out, path.with_suffix(".png"))
     return out

@@ -16,16 +16,16 @@ import argparse
 import dataclasses
 import json
 import time
-from pathlib import Path
 
 import numpy as np
+
+from _record import save
 
 # --small: a tiny grid, dataset and network (the data file is generated when missing).
 SMALL = ["data.path=benchmarks/out/diffusion-sorption-tiny.h5", "data.generate.samples=8",
          "data.generate.nt=11", "data.generate.nx=64", "data.nt=11", "data.nx=64", "data.train_samples=4",
          "data.test_samples=4", "model.width=8", "model.modes=[3,4]", "model.layers=2", "model.n_basis=4",
          "constraint.n_points=40", "optim.batch=2"]
-
 
 
 def main(argv=None) -> dict:
@@ -95,8 +95,7 @@ def main(argv=None) -> dict:
     out["ratio_hc_over_sc"] = out["methods"]["hc"]["median_s"] / sc
     print(json.dumps({k: v for k, v in out.items() if k != "methods"}
                      | {m: v["median_s"] for m, v in out["methods"].items()}, indent=2))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
+    save(a.out, out)
     return out
 
 

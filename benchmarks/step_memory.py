@@ -26,7 +26,8 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from _record import save
 
 SMALL = ["data.path=benchmarks/out/diffusion-sorption-tiny.h5", "data.generate.samples=8",
          "data.generate.nt=11", "data.generate.nx=64", "data.nt=11", "data.nx=64", "data.train_samples=4",
@@ -41,7 +42,6 @@ def _rss_gb() -> float:
 
 def child(config: str, overrides: list[str], method: str, batch: int) -> dict:
     """One method's step in this process; returns its memory figures."""
-    import dataclasses
 
     import equinox as eqx
     import jax
@@ -114,8 +114,7 @@ def main(argv=None) -> dict:
         rows[method] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(json.dumps(rows[method]))
     out = {"config": config, "overrides": overrides, "batch": a.batch, "methods": rows}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
+    save(a.out, out)
     return out
 
 

@@ -30,12 +30,12 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
+
+from _record import save
 
 # --small: a tiny grid, dataset and network (the data file is generated when missing).
 SMALL = ["data.path=benchmarks/out/diffusion-sorption-tiny.h5", "data.generate.samples=8",
@@ -199,9 +199,7 @@ def main(argv=None) -> dict:
                                              a.repeats)["update"],
            **parts(cfg, data, model, u0, keys, a.repeats),
            "untrained_solver_steps": untrained_solver_steps(cfg, data, u0, keys)}
-    print(json.dumps(out, indent=2))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
+    save(a.out, out, echo=True)
     return out
 
 

@@ -335,12 +335,13 @@ def _cmd_bench(name: str, rest: list[str]) -> int:
         print(f"error: the benchmarks ship with the source repository, not the package; run `pihc bench {name}`"
               f" (or `python benchmarks/{script}.py`) in a checkout of pihc", file=sys.stderr)
         return 2
-    argv = sys.argv
-    sys.argv = [str(path), *rest]
+    argv, search = sys.argv, list(sys.path)
+    # As `python benchmarks/SCRIPT.py` would: the script's folder first, for the helpers beside it.
+    sys.argv, sys.path[:0] = [str(path), *rest], [str(path.parent)]
     try:
         runpy.run_path(str(path), run_name="__main__")
     finally:
-        sys.argv = argv
+        sys.argv, sys.path[:] = argv, search
     return 0
 
 
