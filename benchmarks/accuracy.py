@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _record import save
+
 # The paper's Table 1, per problem (its full configs: 101 x 1024 and 64 x 256^2).
 PAPER = {"diffusion-sorption": {"sc": "85.93% +- 5.07%", "hc": "7.55% +- 8.10%", "moe": "3.60% +- 2.93%"},
          "navier-stokes": {"sc": "18.08% +- 3.74%", "hc": "11.75% +- 2.95%", "moe": "8.30% +- 2.35%"}}
@@ -119,16 +121,20 @@ def main(argv=None) -> dict:
     rows = []
     jobs = [(name, None) for name in a.configs] if a.seeds is None else \
         [(name, seed) for seed in a.seeds for name in a.configs]
+    # Every job's config, and what its run directory holds, is checked before the first one trains.
+    planned = []
     for name, seed in jobs:
         cfg = load_config(name, overrides + ([] if seed is None else [f"run.seed={seed}"]))
         run = Path(a.out_dir) / (Path(name).name + ("" if seed is None else f"-s{seed}"))
-        t0 = time.perf_counter()
         if (run / "config.yaml").is_file():  # a finished run is reused only if it is this config's
             changes = config_changes(config_json(load_config(run / "config.yaml")), config_json(cfg))
             if changes:
                 shown = "; ".join(f"{k}: {x!r} there, {y!r} here" for k, x, y in changes[:4])
                 raise SystemExit(f"error: {run} holds a run of another config than {name} ({shown}); remove it"
                                  " or give another --out-dir")
+        planned.append((name, cfg, run))
+    for name, cfg, run in planned:
+        t0 = time.perf_counter()
         done = (run / CHECKPOINT).exists() and read_checkpoint_meta(run / CHECKPOINT)["step"] >= cfg.optim.steps
         if not done:
             train(cfg, run, resume=(run / CHECKPOINT).exists())
@@ -178,8 +184,7 @@ def main(argv=None) -> dict:
         lines += ["", out["seeds"]["markdown"]]
     out["markdown"] = "\n".join(lines)
     print(out["markdown"])
-    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps(out, indent=2))
+    save(a.json, out)
     if a.markdown:
         Path(a.markdown).write_text(out["markdown"] + "\n")
     return out

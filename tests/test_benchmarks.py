@@ -165,13 +165,23 @@ def test_accuracy_refuses_to_reuse_a_run_of_another_config(tmp_path, monkeypatch
 
 def test_accuracy_refuses_a_config_the_layer_cannot_build_with_one_line(tmp_path, monkeypatch, capsys):
     """A blend halo wider than half a block is refused as ``pihc train`` refuses it: one ``error:`` line, no
-    traceback, nothing trained."""
+    traceback, nothing trained, and the missing dataset not made first."""
     monkeypatch.chdir(tmp_path)  # --small makes its tiny dataset under ./benchmarks/out
     msg = _refused("accuracy", "--small", "--configs", "diffusion-sorption/moe-small", "--set",
                    "constraint.overlap=[0,100]", "--floor-samples", 0, "--out-dir", tmp_path / "runs",
                    "--json", tmp_path / "a.json", monkeypatch=monkeypatch, capsys=capsys)
     assert "blending halo of 100 points" in msg
     assert not (tmp_path / "a.json").exists() and not any((tmp_path / "runs").glob("*/metrics.jsonl"))
+    assert not (tmp_path / "benchmarks/out/diffusion-sorption-tiny.h5").exists()
+
+
+def test_accuracy_checks_every_config_before_the_first_trains(tmp_path, monkeypatch, capsys):
+    """The second of two configs is refused before the first one trains."""
+    monkeypatch.chdir(tmp_path)
+    msg = _refused("accuracy", "--small", "--configs", "diffusion-sorption/sc-small", "nope/moe",
+                   "--floor-samples", 0, "--out-dir", tmp_path / "runs", "--json", tmp_path / "a.json",
+                   monkeypatch=monkeypatch, capsys=capsys)
+    assert "neither a file nor a built-in config" in msg and not (tmp_path / "runs").exists()
 
 
 def _refused(name, *args, monkeypatch, capsys) -> str:

@@ -44,7 +44,7 @@ from ..sharding import MeshError, device_mesh, replicated, sharded_batch
 from .config import Config, ConfigError, config_json, validate
 from .data import PreparedData, has_reference, load_fields, load_initial, model_grids, prepare_data
 from .io import CHECKPOINT, MetricsLog, save_checkpoint
-from .model import build_model, check_init_from, load_backbone
+from .model import build_model, check_constraint, check_init_from, load_backbone
 from .optim import learning_rate_schedule, make_optimizer
 from .run import METRICS, RunLock, check_resumable, resume_run, start_run
 from .step import loss_grid, make_step, step_inputs
@@ -86,6 +86,8 @@ def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, res
     loss_grid(cfg, grid)
     if cfg.model.method == "moe":
         check_splits(grid.shape, cfg.constraint.splits, grid.names)
+    if not Path(cfg.data.path).exists():
+        check_constraint(cfg, grid)
     data = prepare_data(cfg, log, progress=progress)
     model = build_model(cfg, data.pde, data.grid, jax.random.key(cfg.run.seed + 1))
     if src_cfg is not None:

@@ -2,7 +2,8 @@
 
 * :func:`build_model` builds PI-SC, PI-HC or PI-HC-MoE from ``cfg.model``
   (the FNO backbone) and ``cfg.constraint`` (:func:`build_constraint`),
-  raising ``ConfigError``/``GridError`` before any compute.
+  raising ``ConfigError``/``GridError`` before any compute;
+  :func:`check_constraint` does the layer's part before the data are made.
 * ``model.init_from``: :func:`check_init_from` checks, with no compute, that
   the source run's backbone has this config's shape; :func:`load_backbone`
   puts it into a freshly built model.
@@ -25,6 +26,7 @@ from ..models.fno import FNO
 from ..models.methods import PIHC, PISC, PIHCMoE, feature_count
 from ..pdes.base import PDE
 from .config import Config, ConfigError, check_unchanged, load_config
+from .data import configured_pde
 from .io import CHECKPOINT, load_checkpoint, read_checkpoint_meta
 from .optim import make_optimizer
 from .problems import problem_of
@@ -49,6 +51,27 @@ def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
         raise ConfigError(f"constraint.splits {splits} needs one entry per grid axis {grid.names}")
     constraint = build_constraint(cfg, pde, grid, splits)
     return (PIHCMoE if mc.method == "moe" else PIHC)(backbone, constraint, extent, mc.features)
+
+
+def check_constraint(cfg: Config, grid: Grid) -> None:
+    """Build ``cfg``'s constraint layer on ``grid`` with the PDE its data are to be made with, and discard it.
+
+    Called before a missing dataset is generated (minutes at the Navier-Stokes sizes), so that a
+    constraint section the layer refuses is refused first, with :func:`build_model`'s ConfigError or
+    GridError. Nothing to check for PI-SC, or where only the data can give the PDE.
+    """
+    if cfg.model.method == "sc":
+        return
+    problem = problem_of(cfg)
+    if problem.pde is None or problem.initial is not None:
+        return
+    try:
+        pde = problem.pde(dict(cfg.data.generate.constants))
+    except (TypeError, ValueError):
+        return  # constants the generator refuses, in its own words, when it runs
+    splits = tuple(cfg.constraint.splits) if cfg.model.method == "moe" else (1,) * grid.ndim
+    if len(splits) == grid.ndim:  # else build_model names the mismatch
+        build_constraint(cfg, configured_pde(pde, cfg.pde), grid, splits)
 
 
 def feature_extent(cfg: Config) -> tuple[tuple[float, float], ...] | None:
