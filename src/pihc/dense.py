@@ -16,6 +16,12 @@ costs little against the passes over the basis around it.
 
     solve(A, b)       A x = b, A square (LU with partial pivoting)
     solve_spd(A, b)   A x = b, A symmetric positive definite (Cholesky; lower triangle read)
+    solve_sym(A, b)   A x = b, A symmetric: Cholesky, and LU where Cholesky fails (A not
+                      positive definite)
+
+Cholesky where it applies: besides half the arithmetic, XLA's CPU LU turns
+its pivots into a permutation with a loop of ``n`` small operations, which
+costs more than the factorisation at these sizes.
 
 Both accept and return ``b`` of shape ``(n,)``.  Neither is differentiable
 (no caller needs it: the layer differentiates its solves implicitly).
@@ -27,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-__all__ = ["solve", "solve_spd"]
+__all__ = ["solve", "solve_spd", "solve_sym"]
 
 
 def _looped(fn):
@@ -53,3 +59,11 @@ def solve(A: Float[Array, "n n"], b: Float[Array, " n"]) -> Float[Array, " n"]:
 def solve_spd(A: Float[Array, "n n"], b: Float[Array, " n"]) -> Float[Array, " n"]:
     L, lower = jax.scipy.linalg.cho_factor(A, lower=True)
     return jax.scipy.linalg.cho_solve((L, lower), b)
+
+
+@_looped
+def solve_sym(A: Float[Array, "n n"], b: Float[Array, " n"]) -> Float[Array, " n"]:
+    L, lower = jax.scipy.linalg.cho_factor(A, lower=True)
+    x = jax.scipy.linalg.cho_solve((L, lower), b)
+    # One matrix at a time (the loop above), so this is a branch, not both computed under vmap.
+    return jax.lax.cond(jnp.all(jnp.isfinite(x)), lambda: x, lambda: jnp.linalg.solve(A, b))

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from .dense import solve
+from .dense import solve_spd, solve_sym
 from .least_squares import RESULTS
 from .pdes.base import PDE
 
@@ -138,7 +138,9 @@ class ExpertProblem(eqx.Module):
 
     def row_fit(self, gram: RowsGram) -> Float[Array, " N"]:
         """argmin_w of the linear rows and the ridge alone: the solver's start (``start="row_fit"``)."""
-        w = -solve(gram.A, gram.g)
+        # A = R^T R + ridge^2 I is symmetric positive definite: Cholesky (LU's pivoting is a loop of
+        # small operations per solve on the CPU, and there are experts x samples of them).
+        w = -solve_spd(gram.A, gram.g)
         # A non-finite start (NaN in the basis) is left to the solver, which
         # reports it; zeros are a valid fallback.
         return jnp.where(jnp.all(jnp.isfinite(w)), w, jnp.zeros_like(w))
@@ -251,7 +253,7 @@ class ExpertProblem(eqx.Module):
         cotangents are ``a_w``.  All zero for a failed solve.
         """
         ok = status == RESULTS.successful
-        v = jnp.where(ok, -solve(self.hessian(w, gram), ct_w), 0.0)
+        v = jnp.where(ok, -solve_sym(self.hessian(w, gram), ct_w), 0.0)
         grad_h = jax.vmap(jax.grad(lambda t: 0.5 * self.pde.residual(t) ** 2))
         gamma, Gamma_phi_v = jax.jvp(grad_h, (self.terms(w),), (self.phi_times(v),))
         s2 = self.pde_scale ** 2

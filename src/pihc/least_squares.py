@@ -187,12 +187,17 @@ class LevenbergMarquardt(eqx.Module):
                     slow=jnp.asarray(False))
 
         def body(s, S):
-            M = s["A"] + S
-            delta = _damped_step(M, s["g"], s["mu"], jnp.diag(s["A"]))
-            # A model A + S that the damping does not make positive definite: a Gauss-Newton step.
-            fallback = ~jnp.all(jnp.isfinite(delta))
-            delta = jnp.where(fallback, _damped_step(s["A"], s["g"], s["mu"], jnp.diag(s["A"])), delta)
-            M = jnp.where(fallback, s["A"], M)
+            if S is None:  # Gauss-Newton: the model is A
+                M = s["A"]
+                delta = _damped_step(M, s["g"], s["mu"], jnp.diag(s["A"]))
+            else:
+                M = s["A"] + S
+                delta = _damped_step(M, s["g"], s["mu"], jnp.diag(s["A"]))
+                # A model A + S that the damping does not make positive definite: a Gauss-Newton step.
+                # (Under vmap both steps are computed, so the Gauss-Newton loop has its own body.)
+                fallback = ~jnp.all(jnp.isfinite(delta))
+                delta = jnp.where(fallback, _damped_step(s["A"], s["g"], s["mu"], jnp.diag(s["A"])), delta)
+                M = jnp.where(fallback, s["A"], M)
             w_new = s["w"] + delta
             cost_new, g_new, A_new = normal_equations(w_new)
             # Predicted reduction of the quadratic model: -(g.d + d.M.d / 2) > 0.
@@ -219,9 +224,9 @@ class LevenbergMarquardt(eqx.Module):
         running = lambda s: ~s["done"] & (s["step"] < self.max_steps)  # noqa: E731
         zero = jnp.zeros_like(A0)
         if not newton:
-            s = jax.lax.while_loop(running, lambda s: body(s, zero), init)
+            s = jax.lax.while_loop(running, lambda s: body(s, None), init)
         else:
-            s = jax.lax.while_loop(lambda s: running(s) & ~s["slow"], lambda s: body(s, zero), init)
+            s = jax.lax.while_loop(lambda s: running(s) & ~s["slow"], lambda s: body(s, None), init)
 
             # S at the switch, for a problem still running (zeros for one that
             # is done).  A loop of at most one step, not a cond: under vmap a
