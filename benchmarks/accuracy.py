@@ -186,7 +186,9 @@ def main(argv=None) -> dict:
     print(out["markdown"])
     save(a.json, out)
     if a.markdown:
-        Path(a.markdown).write_text(out["markdown"] + "\n")
+        from pihc.files import atomic_write_text
+
+        atomic_write_text(a.markdown, out["markdown"] + "\n")
     return out
 
 

@@ -55,6 +55,15 @@ TINY_N64 = [
     "optim.batch=2", "optim.steps=2", "run.checkpoint_every=2"]
 
 
+def _solver_rtol() -> float:
+    """The config's LM tolerance: two runs whose solves stop at different iterations (experts one after
+    the other against batched until the slowest converges; a batch split over devices, each device's
+    loop stopping with its own samples) give weights, and so losses, that agree to it, not bit for bit."""
+    from pihc.training.config import load_config
+
+    return load_config("navier-stokes/moe-small").constraint.solver.rtol
+
+
 def _train_tiny(directory, name, expert_loop, xla_flags=None, extra=()):
     sets = [f"data.path={directory / 'ns.h5'}", *TINY_N64, f"constraint.expert_loop={expert_loop}", *extra]
     cmd = [sys.executable, "-m", "pihc.cli", "train", "--config", "navier-stokes/moe-small", "--out",
@@ -82,7 +91,7 @@ def tiny_dir(tmp_path_factory):
 def one_by_one(tiny_dir):
     # The reference: the same two steps with the experts solved one after the other (lax.map, no batched
     # while_loop), which never hung; each expert stops at its own convergence, so the losses agree to
-    # the solver's tolerance, not bit for bit.
+    # the solver's tolerance (_solver_rtol), not bit for bit.
     run = _train_tiny(tiny_dir, "sequential", "sequential")
     assert run["steps"] == 2
     return run
@@ -91,10 +100,10 @@ def one_by_one(tiny_dir):
 def test_batched_expert_solves_with_64_basis_functions_finish_on_every_core(tiny_dir, one_by_one):
     batched = _train_tiny(tiny_dir, "vmap", "vmap")
     assert batched["steps"] == 2
-    assert batched["final_loss"] == pytest.approx(one_by_one["final_loss"], rel=1e-5)
+    assert batched["final_loss"] == pytest.approx(one_by_one["final_loss"], rel=_solver_rtol())
     # With the user's single-thread flags, whose bare word made XLA ignore the flag appended after it.
     single = _train_tiny(tiny_dir, "vmap-single-thread", "vmap", USER_FLAGS)
-    assert single["steps"] == 2 and single["final_loss"] == pytest.approx(one_by_one["final_loss"], rel=1e-5)
+    assert single["steps"] == 2 and single["final_loss"] == pytest.approx(one_by_one["final_loss"], rel=_solver_rtol())
 
 
 def test_the_concurrent_schedule_and_two_cpu_devices_finish_too(tiny_dir, one_by_one):
@@ -104,4 +113,4 @@ def test_the_concurrent_schedule_and_two_cpu_devices_finish_too(tiny_dir, one_by
     two = _train_tiny(tiny_dir, "two-devices", "vmap", f"{SCHEDULER_FLAG}=true"
                       " --xla_force_host_platform_device_count=2", extra=["mesh.batch=2"])
     for run in (concurrent, two):
-        assert run["steps"] == 2 and run["final_loss"] == pytest.approx(one_by_one["final_loss"], rel=1e-5)
+        assert run["steps"] == 2 and run["final_loss"] == pytest.approx(one_by_one["final_loss"], rel=_solver_rtol())
