@@ -187,12 +187,9 @@ class LevenbergMarquardt(eqx.Module):
                     slow=jnp.asarray(False))
 
         def body(s, S):
-            if S is None:  # Gauss-Newton: the model is A
-                M = s["A"]
-                delta = _damped_step(M, s["g"], s["mu"], jnp.diag(s["A"]))
-            else:
-                M = s["A"] + S
-                delta = _damped_step(M, s["g"], s["mu"], jnp.diag(s["A"]))
+            M = s["A"] if S is None else s["A"] + S  # S None: Gauss-Newton, the model is A
+            delta = _damped_step(M, s["g"], s["mu"], jnp.diag(s["A"]))
+            if S is not None:
                 # A model A + S that the damping does not make positive definite: a Gauss-Newton step.
                 # (Under vmap both steps are computed, so the Gauss-Newton loop has its own body.)
                 fallback = ~jnp.all(jnp.isfinite(delta))

@@ -120,13 +120,7 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
         return PreparedData(configured_pde(problem.source.pde, cfg.pde), grid, data_grid, str(path),
                             np.arange(n_train), test_idx, full_grid)
     if not path.exists():
-        if cfg.pde and problem.pde is not None:  # the config's pde options, checked before the data are made
-            try:
-                pde = problem.pde(dict(cfg.data.generate.constants))
-            except (TypeError, ValueError):
-                pde = None  # constants the generator refuses, in its own words, below
-            if pde is not None:
-                configured_pde(pde, cfg.pde)
+        generated_pde(cfg)  # the config's pde options, checked before the data are made
         _generate(cfg, path, cfg.data.generator(), log, progress)
     ds = problem.open(path)
     check_constants(ds.pde, cfg.data.generate.constants, path)
@@ -136,6 +130,20 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
     test_idx = np.arange(n - n_test, n)
     train_idx = np.arange(0, n_train)
     return PreparedData(configured_pde(ds.pde, cfg.pde), grid, ds.grid, str(path), train_idx, test_idx, full_grid)
+
+
+def generated_pde(cfg: Config) -> PDE | None:
+    """The PDE, with the config's ``pde`` options, that ``cfg.data.generate`` will make data of:
+    known before the data exist (None where only the data can tell, or where the generator will
+    refuse the constants, in its own words, when it runs). Raises ConfigError for a bad option."""
+    problem = problem_of(cfg)
+    if problem.pde is None or problem.initial is not None:
+        return None
+    try:
+        pde = problem.pde(dict(cfg.data.generate.constants))
+    except (TypeError, ValueError):
+        return None
+    return configured_pde(pde, cfg.pde)
 
 
 def configured_pde(pde: PDE, options: dict) -> PDE:

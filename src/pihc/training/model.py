@@ -26,7 +26,7 @@ from ..models.fno import FNO
 from ..models.methods import PIHC, PISC, PIHCMoE, feature_count
 from ..pdes.base import PDE
 from .config import Config, ConfigError, check_unchanged, load_config
-from .data import configured_pde
+from .data import generated_pde
 from .io import CHECKPOINT, load_checkpoint, read_checkpoint_meta
 from .optim import make_optimizer
 from .problems import problem_of
@@ -34,7 +34,7 @@ from .problems import problem_of
 
 def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
     """The configured method on ``grid`` (raises ConfigError/GridError before any compute)."""
-    mc, cc = cfg.model, cfg.constraint
+    mc = cfg.model
     out = 1 if mc.method == "sc" else mc.n_basis
     try:
         backbone = FNO(feature_count(grid.ndim, mc.features), out, width=mc.width, modes=tuple(mc.modes), n_layers=mc.layers,
@@ -46,10 +46,7 @@ def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
     extent = feature_extent(cfg)
     if mc.method == "sc":
         return PISC(backbone, pde, grid, extent, mc.features)
-    splits = tuple(cc.splits) if mc.method == "moe" else (1,) * grid.ndim
-    if len(splits) != grid.ndim:
-        raise ConfigError(f"constraint.splits {splits} needs one entry per grid axis {grid.names}")
-    constraint = build_constraint(cfg, pde, grid, splits)
+    constraint = build_constraint(cfg, pde, grid, constraint_splits(cfg, grid))
     return (PIHCMoE if mc.method == "moe" else PIHC)(backbone, constraint, extent, mc.features)
 
 
@@ -62,16 +59,17 @@ def check_constraint(cfg: Config, grid: Grid) -> None:
     """
     if cfg.model.method == "sc":
         return
-    problem = problem_of(cfg)
-    if problem.pde is None or problem.initial is not None:
-        return
-    try:
-        pde = problem.pde(dict(cfg.data.generate.constants))
-    except (TypeError, ValueError):
-        return  # constants the generator refuses, in its own words, when it runs
+    pde = generated_pde(cfg)
+    if pde is not None:
+        build_constraint(cfg, pde, grid, constraint_splits(cfg, grid))
+
+
+def constraint_splits(cfg: Config, grid: Grid) -> tuple[int, ...]:
+    """Experts per grid axis: ``constraint.splits`` for PI-HC-MoE, one expert for PI-HC."""
     splits = tuple(cfg.constraint.splits) if cfg.model.method == "moe" else (1,) * grid.ndim
-    if len(splits) == grid.ndim:  # else build_model names the mismatch
-        build_constraint(cfg, configured_pde(pde, cfg.pde), grid, splits)
+    if len(splits) != grid.ndim:
+        raise ConfigError(f"constraint.splits {splits} needs one entry per grid axis {grid.names}")
+    return splits
 
 
 def feature_extent(cfg: Config) -> tuple[tuple[float, float], ...] | None:
