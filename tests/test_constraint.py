@@ -16,7 +16,7 @@ from pihc.grid import GridError
 from pihc.least_squares import RESULTS, LevenbergMarquardt
 from pihc.linearise import linearise
 from pihc.partition import partition
-from pihc.pdes import DiffusionSorption, diffusion_sorption_grid
+from pihc.pdes import DiffusionSorption, NavierStokes2D, diffusion_sorption_grid, navier_stokes_grid
 
 GRID = diffusion_sorption_grid(nt=9, nx=32, t_max=40.0)
 PDE = DiffusionSorption()
@@ -367,19 +367,73 @@ def test_normal_equations_keep_their_precision_at_large_weights():
     np.testing.assert_allclose(g, J.T @ r, rtol=1e-8, atol=1e-9 * np.abs(J.T @ r).max())
 
 
+class _AnyCurvature(DiffusionSorption):
+    """Diffusion-sorption without its declared curvature pairs: the layer forms the whole per-point matrix."""
+
+    @property
+    def curvature_pairs(self):
+        return None
+
+
+def _ns_expert(block):
+    grid = navier_stokes_grid(5, 8, 8)
+    rng = np.random.default_rng(3)
+    b = jnp.asarray(rng.normal(size=grid.shape + (6,)))
+    hc = HardConstraint(NavierStokes2D(viscosity=1e-2), grid, (1, 2, 2), 50, initial_condition="construction",
+                        row_weights=RowWeights(ridge=1e-3))
+    return dataclasses.replace(expert(hc, b, jnp.asarray(rng.normal(size=grid.shape[1:])), jax.random.key(2), 1),
+                               block=block)
+
+
 @pytest.mark.parametrize("block", [None, 7])
-def test_structured_hessian_is_the_hessian_of_the_stacked_residual(block):
-    """``ExpertProblem.hessian`` (used by the structured adjoint) equals the
-    Hessian of ``1/2 ||residual||^2`` by autodiff, curvature term included,
-    in one block of points or in blocks of 7."""
-    b = smooth_basis(seed=4)
-    u0 = jnp.full(GRID.shape[1], 0.1)
-    hc = HardConstraint(PDE, GRID, (1, 2), 60, row_weights=WEIGHTS)
-    p = dataclasses.replace(expert(hc, b, u0, jax.random.key(1), 0), block=block)
-    gram = p.rows_gram()
-    w = p.row_fit(gram) + 0.05 * jnp.asarray(np.random.default_rng(5).normal(size=b.shape[-1]))
+@pytest.mark.parametrize("pde", ["diffusion-sorption", "divided", "any pair", "navier-stokes"])
+def test_structured_hessian_is_the_hessian_of_the_stacked_residual(block, pde):
+    """``ExpertProblem.hessian`` (the structured adjoint's, and the solver's ``J^T J + curvature``) equals
+    the Hessian of ``1/2 ||residual||^2`` by autodiff, curvature term included, in one block of points
+    or in blocks of 7: from the PDE's declared curvature pairs (diffusion-sorption in both residual
+    forms, Navier-Stokes) and from the whole per-point matrix (no pairs declared)."""
+    if pde == "navier-stokes":
+        p = _ns_expert(block)
+        gram = p.rows_gram()
+        w = jnp.asarray(np.random.default_rng(5).normal(size=p.phi.shape[-1]))
+    else:
+        kind = {"diffusion-sorption": PDE, "divided": DiffusionSorption(residual_form="divided"),
+                "any pair": _AnyCurvature()}[pde]
+        b = smooth_basis(seed=4)
+        hc = HardConstraint(kind, GRID, (1, 2), 60, row_weights=WEIGHTS)
+        p = dataclasses.replace(expert(hc, b, jnp.full(GRID.shape[1], 0.1), jax.random.key(1), 0), block=block)
+        gram = p.rows_gram()
+        w = p.row_fit(gram) + 0.05 * jnp.asarray(np.random.default_rng(5).normal(size=b.shape[-1]))
     ref = jax.hessian(lambda v: 0.5 * jnp.sum(p.residual(v) ** 2))(w)
     np.testing.assert_allclose(p.hessian(w, gram), ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+    J = jax.jacfwd(p.residual)(w)
+    S = ref - J.T @ J
+    assert np.abs(S).max() > 1e-3 * np.abs(ref).max()  # the curvature is not negligible here
+    np.testing.assert_allclose(p.curvature(w), S, rtol=1e-8, atol=1e-10 * np.abs(ref).max())
+
+
+def test_curvature_pairs_become_few_groups_of_term_indices():
+    """Each unordered pair once, grouped under the term in the most pairs; an unknown name is refused."""
+    from pihc.experts import _curvature_groups
+
+    assert _curvature_groups(NavierStokes2D()) == ((1, ((3, 1.0),)), (2, ((4, 1.0),)))
+    assert _curvature_groups(PDE) == ((0, ((0, 0.5), (1, 1.0))),)
+    assert _curvature_groups(_AnyCurvature()) is None
+
+    class Repeated(DiffusionSorption):
+        @property
+        def curvature_pairs(self):
+            return (("u_t", "u"), ("u", "u_t"), ("u", "u"))
+
+    assert _curvature_groups(Repeated()) == ((0, ((0, 0.5), (1, 1.0))),)
+
+    class Unknown(DiffusionSorption):
+        @property
+        def curvature_pairs(self):
+            return (("u", "w"),)
+
+    with pytest.raises(ValueError, match="each pair names two of its terms"):
+        _curvature_groups(Unknown())
 
 
 @pytest.mark.parametrize("options", [dict(), dict(row_scope="local"), dict(initial_condition="construction"),

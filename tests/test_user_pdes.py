@@ -75,6 +75,29 @@ def test_check_pde_names_what_is_wrong(examples):
     with pytest.raises(pihc.PDEContractError, match="not pointwise"):
         pihc.check_pde(Mixing(), grid)
 
+    class Declared(burgers.Burgers):  # u u_x: the one pair with a second derivative
+        @property
+        def curvature_pairs(self):
+            return (("u_x", "u"),)
+
+    assert pihc.check_pde(Declared(), grid)["curvature_undeclared_error"] == 0.0
+
+    class Undeclared(burgers.Burgers):
+        @property
+        def curvature_pairs(self):
+            return (("u", "u"),)
+
+    with pytest.raises(pihc.PDEContractError, match=r"leaves out \[\('u', 'u_x'\)\]"):
+        pihc.check_pde(Undeclared(), grid)
+
+    class Misnamed(burgers.Burgers):
+        @property
+        def curvature_pairs(self):
+            return (("u", "w_x"),)
+
+    with pytest.raises(pihc.PDEContractError, match="curvature_pairs has"):
+        pihc.check_pde(Misnamed(), grid)
+
     # A wrong sign of the viscous term: the residual on the exact solution does not shrink with refinement.
     rep = pihc.check_pde(burgers.Burgers(-0.02), grid, exact=cole_hopf, raise_on_failure=False)
     assert any("does not shrink" in f for f in rep["failures"])

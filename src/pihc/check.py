@@ -127,6 +127,8 @@ def check_pde(pde: PDE, grid: Grid, exact=None, *, seed: int = 0, tol: float = 1
             if not d <= tol:
                 failures.append(f"residual is not pointwise (relative change {d:.2e} when the points are shuffled):"
                                 " derivatives belong in terms(), the residual only combines a point's terms")
+    if "residual_pointwise_error" in report:  # F evaluates at single points: its second derivatives
+        _check_curvature_pairs(pde, terms.reshape(-1, len(names)), tol, report, failures)
     mask = np.asarray(pde.residual_domain(grid))
     if mask.shape != grid.shape or mask.dtype != bool:
         failures.append(f"residual_domain(grid) must be a boolean mask of shape {grid.shape}, got {mask.dtype}"
@@ -155,6 +157,31 @@ def check_pde(pde: PDE, grid: Grid, exact=None, *, seed: int = 0, tol: float = 1
     if exact is not None:
         _check_exact(pde, grid, exact, report, failures)
     return _finish(report, raise_on_failure)
+
+
+def _check_curvature_pairs(pde: PDE, terms, tol: float, report: dict, failures: list[str]) -> None:
+    """A declared ``curvature_pairs`` must name the terms and hold every non-zero ``d^2 F / dT_a dT_b``."""
+    pairs = pde.curvature_pairs
+    if pairs is None:
+        return
+    names = pde.term_names
+    declared = np.zeros((len(names), len(names)), bool)
+    for pair in pairs:
+        if len(pair) != 2 or any(x not in names for x in pair):
+            failures.append(f"curvature_pairs has {pair!r}; each pair names two of the terms {names}")
+            return
+        a, b = (names.index(x) for x in pair)
+        declared[a, b] = declared[b, a] = True
+    T = terms[:: max(1, terms.shape[0] // 256)]  # a few hundred random points
+    d2 = np.asarray(jax.vmap(jax.hessian(pde.residual))(T))
+    d1 = np.asarray(jax.vmap(jax.grad(pde.residual))(T))
+    scale = max(float(np.abs(d1).max(initial=0.0)), float(np.abs(d2).max(initial=0.0)), 1e-300)
+    undeclared = np.where(declared, 0.0, np.abs(d2)).max(axis=0, initial=0.0) / scale
+    report["curvature_undeclared_error"] = float(undeclared.max(initial=0.0))
+    missing = [(names[a], names[b]) for a, b in zip(*np.nonzero(undeclared > tol)) if a <= b]
+    if missing:
+        failures.append(f"curvature_pairs {tuple(pairs)} leaves out {missing}, whose second derivative of the"
+                        " residual is not zero: add them (or return None)")
 
 
 def _rms_on(pde: PDE, grid: Grid, u) -> tuple[float, float, float]:

@@ -130,7 +130,7 @@ class ExpertsProblem(eqx.Module):
             def one(p: ExpertProblem, w):
                 gram = p.rows_gram()
                 return solver.solve(lambda v: p.normal_equations(v, gram), p.row_fit(gram) if w is None else w,
-                                    lambda v: p.hessian(v, gram))
+                                    curvature=p.curvature)
 
             sol = _replicated(_vmap_experts(one, self.experts(lin), w0, mesh=self.mesh, loop=self.expert_loop),
                               self.mesh)

@@ -176,23 +176,62 @@ class ExpertProblem(eqx.Module):
         return cost, Jr + self.rows.T @ (self.row_scale * rows) + ridge2 * w, JJ + gram.A
 
     def hessian(self, w: Float[Array, " N"], gram: RowsGram) -> Float[Array, "N N"]:
-        """The exact Hessian of ``1/2 ||r||^2``: ``s^2 Phi^T (M Phi) + R_s^T R_s + rho^2 I``.
+        """The exact Hessian of ``1/2 ||r||^2``: ``s^2 (J_0^T J_0 + C) + R_s^T R_s + rho^2 I``.
 
-        ``M_j`` (n_terms x n_terms) is the Hessian of ``F^2 / 2`` in the terms
-        at point ``j``: Gauss-Newton and curvature parts together.  Formed
-        so, the per-point second derivatives are evaluated once; ``jacfwd``
-        of the gradient (N tangents) would evaluate them N times.  Summed
+        ``J_0 = sum_t diag(dF/dT_t) Phi_t`` is the PDE rows' Jacobian before
+        the scale ``s``, and ``C`` the curvature (:meth:`curvature`).  Summed
         over blocks of points (:meth:`_over_points`).
         """
-        def part(p: "ExpertProblem"):
-            P = p.curvature_product(w)
-            # Phi^T P as one (points * terms)-long contraction of 2-D arrays: as
-            # einsum("mtn,mtk->nk"), XLA's CPU backend fused the making of P into
-            # a dot with two contracting axes, several times slower.
-            n = P.shape[-1]
-            return p.phi.reshape(-1, n).T @ P.reshape(-1, n)
+        return self.pde_scale ** 2 * self._over_points(lambda p: p._second_order(w, gauss_newton=True)) + gram.A
 
-        return self.pde_scale ** 2 * self._over_points(part) + gram.A
+    def curvature(self, w: Float[Array, " N"]) -> Float[Array, "N N"]:
+        r"""The Hessian's part that Gauss-Newton neglects: ``s^2 C`` with ``C = sum_j F_j Phi_j^T (grad^2 F_j) Phi_j``.
+
+        ``grad^2 F_j`` (n_terms x n_terms) is the second derivative of the
+        residual in the terms at point ``j``; the Levenberg-Marquardt solver's
+        second-order model is ``J^T J + s^2 C`` (``curvature``).
+        """
+        return self.pde_scale ** 2 * self._over_points(lambda p: p._second_order(w, gauss_newton=False))
+
+    def _second_order(self, w: Float[Array, " N"], gauss_newton: bool) -> Float[Array, "N N"]:
+        r"""``C`` (and ``J_0^T J_0 + C`` with ``gauss_newton``) over this problem's points.
+
+        With the PDE's ``curvature_pairs`` (each pair ``(a, b)`` taken once,
+        grouped by a left term ``a``) this is ``Y + Y^T``,
+
+        .. math::
+            Y = \sum_a \Phi_a^T \sum_b c_{ab} \operatorname{diag}(F \partial_a \partial_b F) \Phi_b
+                \;(+\, \tfrac12 J_0^T J_0), \quad c_{ab} = \tfrac12 \text{ if } a = b \text{ else } 1,
+
+        one product of length (groups [+ 1]) x points: for Navier-Stokes 2 (3)
+        against 5 for the whole per-point matrix.  Without the pairs, or
+        where they save nothing, it is ``Phi^T (M Phi)`` with ``M_j`` the whole
+        ``F_j grad^2 F_j`` (``+ dF_j dF_j^T``), as one (points * terms)-long
+        product of 2-D arrays: as ``einsum("mtn,mtk->nk")`` XLA's CPU backend
+        fused the making of ``M Phi`` into a dot with two contracting axes,
+        several times slower.
+        """
+        residual = self.pde.residual
+        T = self.terms(w)
+        F, dF = jax.vmap(jax.value_and_grad(residual))(T)  # (m,), (m, n_terms)
+        K = F[:, None, None] * jax.vmap(jax.hessian(residual))(T)  # F grad^2 F, (m, n_terms, n_terms)
+        m, n_terms, n = self.phi.shape
+        groups = _curvature_groups(self.pde)
+        if groups is None or len(groups) + gauss_newton >= n_terms:
+            M = K + dF[:, :, None] * dF[:, None, :] if gauss_newton else K
+            # n_terms broadcast products, not a dot batched over the points: XLA's CPU dot runs that
+            # as m tiny (n_terms x n_terms) @ (n_terms x N) products, slower than one fused pass.
+            P = sum(M[:, :, s, None] * self.phi[:, None, s, :] for s in range(n_terms))
+            return self.phi.reshape(-1, n).T @ P.reshape(-1, n)
+        left, right = [], []
+        if gauss_newton:
+            J = jnp.einsum("mt,mtn->mn", dF, self.phi)
+            left, right = [J], [0.5 * J]
+        for a, bs in groups:
+            left.append(self.phi[:, a, :])
+            right.append(sum(c * K[:, a, b, None] * self.phi[:, b, :] for b, c in bs))
+        Y = jnp.concatenate(left).T @ jnp.concatenate(right)
+        return Y + Y.T
 
     def _over_points(self, part):
         """``sum_b part(problem restricted to block b of the points)`` (any pytree of arrays).
@@ -223,14 +262,6 @@ class ExpertProblem(eqx.Module):
         if rest:
             total = jax.tree.map(jnp.add, total, on(full * size, rest))
         return total
-
-    def curvature_product(self, w: Float[Array, " N"]) -> Float[Array, "m n_terms N"]:
-        """``M_j Phi_j`` at every point (see :meth:`hessian`)."""
-        M = jax.vmap(jax.hessian(lambda t: 0.5 * self.pde.residual(t) ** 2))(self.terms(w))
-        # n_terms broadcast products, not a dot batched over the points: XLA's
-        # CPU dot runs that as m tiny (n_terms x n_terms) @ (n_terms x N)
-        # products, slower than one fused pass over Phi.
-        return sum(M[..., :, s, None] * self.phi[..., s, None, :] for s in range(M.shape[-1]))
 
     def adjoint_factors(self, w: Float[Array, " N"], status: Int[Array, ""], ct_w: Float[Array, " N"],
                         gram: RowsGram):
@@ -279,3 +310,29 @@ class ExpertProblem(eqx.Module):
             return self.pde_scale ** 2 * jnp.vdot(phi_v, gamma)
 
         return eqx.filter_grad(pairing)(self.pde)
+
+
+def _curvature_groups(pde: PDE) -> tuple[tuple[int, tuple[tuple[int, float], ...]], ...] | None:
+    """``pde.curvature_pairs`` as term indices: ``((a, ((b, c_ab), ...)), ...)`` (:meth:`ExpertProblem._second_order`).
+
+    Each unordered pair once; a term that is in the most remaining pairs is
+    taken as the next left term, so few groups cover them.  None: no pairs
+    declared (every pair may be non-zero).
+    """
+    pairs = pde.curvature_pairs
+    if pairs is None:
+        return None
+    names = tuple(pde.term_names)
+    left = set()
+    for pair in pairs:
+        if len(pair) != 2 or any(x not in names for x in pair):
+            raise ValueError(f"{type(pde).__name__}.curvature_pairs has {pair!r}; each pair names two of its"
+                             f" terms {names}")
+        left.add(tuple(sorted(names.index(x) for x in pair)))
+    groups = []
+    while left:
+        a = max(range(len(names)), key=lambda t: sum(t in p for p in left))
+        mine = sorted(p for p in left if a in p)
+        left -= set(mine)
+        groups.append((a, tuple((p[0] + p[1] - a, 0.5 if p[0] == p[1] else 1.0) for p in mine)))
+    return tuple(groups)

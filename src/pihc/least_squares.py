@@ -154,12 +154,13 @@ class LevenbergMarquardt(eqx.Module):
                 and 0 <= self.second_order < 1):
             raise ValueError(f"second_order must be a number in [0, 1) or None, got {self.second_order!r}")
 
-    def solve(self, normal_equations: NormalFn, w0: Float[Array, " n"], hessian: HessianFn | None = None
-              ) -> Solution:
+    def solve(self, normal_equations: NormalFn, w0: Float[Array, " n"], hessian: HessianFn | None = None,
+              curvature: HessianFn | None = None) -> Solution:
         """Minimise from ``w0``, given ``w -> (1/2 ||r||^2, J^T r, J^T J)``; not differentiated.
 
         ``hessian`` (optional): ``w -> H``, the exact Hessian of the cost, for
-        ``second_order``.  The loop carries only the normal equations, never
+        ``second_order``; or ``curvature``: ``w -> S = H - J^T J`` directly,
+        where that is cheaper than ``H`` (it takes precedence).  The loop carries only the normal equations, never
         ``r`` or ``J``: with m >> n rows, carrying and selecting the m x n
         Jacobian every iteration costs more memory traffic than forming
         ``A``.  jit- and vmap-compatible (under vmap each problem stops
@@ -172,7 +173,7 @@ class LevenbergMarquardt(eqx.Module):
         eps = jnp.finfo(w0.dtype).eps
         cost0, g0, A0 = normal_equations(w0)
         finite0 = _finite(cost0, g0, A0)
-        newton = hessian is not None and self.second_order is not None
+        newton = (hessian is not None or curvature is not None) and self.second_order is not None
 
         def gn_size(w, A, g):
             return jnp.max(jnp.abs(_gauss_newton_step(A, g)))
@@ -230,11 +231,12 @@ class LevenbergMarquardt(eqx.Module):
             # cond evaluates both branches, a loop runs only while some
             # problem needs it, so problems that all converged in the first
             # loop never pay for the Hessian.
-            def curvature(c):
-                S = hessian(c["s"]["w"]) - c["s"]["A"]
+            def switch(c):
+                w = c["s"]["w"]
+                S = curvature(w) if curvature is not None else hessian(w) - c["s"]["A"]
                 return dict(c, S=jnp.where(jnp.all(jnp.isfinite(S)), S, zero), have=jnp.asarray(True))
 
-            c = jax.lax.while_loop(lambda c: running(c["s"]) & ~c["have"], curvature,
+            c = jax.lax.while_loop(lambda c: running(c["s"]) & ~c["have"], switch,
                                    dict(s=s, S=zero, have=jnp.asarray(False)))
             s = jax.lax.while_loop(running, lambda s: body(s, c["S"]), s)
         # A solution that is not finite is never "converged" (a NaN in a

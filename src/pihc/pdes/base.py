@@ -59,6 +59,20 @@ class PDE(eqx.Module):
     def residual(self, terms: Float[Array, "*points n_terms"]) -> Float[Array, "*points"]:
         """The pointwise PDE residual F(terms); zero where the PDE holds."""
 
+    @property
+    def curvature_pairs(self) -> tuple[tuple[str, str], ...] | None:
+        """The pairs of terms ``(a, b)`` whose second derivative ``d^2 F / dT_a dT_b`` may be non-zero.
+
+        ``a == b`` names a second derivative in one term.  Optional: the
+        default, None, lets every pair be non-zero.  A PDE whose residual is
+        linear in most terms (Navier-Stokes: ``L + u w_x + v w_y`` has only
+        ``(w_x, u)`` and ``(w_y, v)``) declares its pairs, and the constraint
+        layer forms the curvature ``sum_j F_j Phi_j^T (grad^2 F_j) Phi_j`` of
+        its exact Hessian from those pairs alone.  :func:`pihc.check_pde`
+        tests the declaration at random terms.
+        """
+        return None
+
     def residual_domain(self, grid: Grid) -> np.ndarray:
         """Boolean mask, shape ``grid.shape``: where the PDE residual applies.
 

@@ -113,6 +113,12 @@ class DiffusionSorption(PDE):
     def term_names(self) -> tuple[str, ...]:
         return ("u", "u_t", "u_xx")
 
+    @property
+    def curvature_pairs(self) -> tuple[tuple[str, str], ...]:
+        # Either residual form is linear in u_t and u_xx and nonlinear in u through R(u) alone.
+        second = "u_t" if self.residual_form == "multiplied" else "u_xx"
+        return (("u", "u"), ("u", second))
+
     def positive_part(self, u: Float[Array, "..."]) -> Float[Array, "..."]:
         """max(u, 0), smoothed over a width ``smoothing`` (softplus).
 

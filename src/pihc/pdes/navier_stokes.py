@@ -97,6 +97,10 @@ class NavierStokes2D(PDE):
         linear = "w_t - nu lap_w" if self.forcing is None else "w_t - nu lap_w - f"
         return (linear, "w_x", "w_y", "u", "v")
 
+    @property
+    def curvature_pairs(self) -> tuple[tuple[str, str], ...]:
+        return (("w_x", "u"), ("w_y", "v"))  # F = L + u w_x + v w_y: bilinear in these pairs only
+
     def check_grid(self, grid: Grid) -> None:
         if grid.names != ("t", "x", "y"):
             raise GridError(f"Navier-Stokes 2D needs axes ('t', 'x', 'y'), got {grid.names}")
