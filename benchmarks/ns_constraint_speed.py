@@ -28,7 +28,10 @@ each to its own convergence) and, for comparison, batched under ``vmap``
 ``--baseline-src`` also times another version of the library (the ``src``
 folder of an exported commit, e.g. ``git archive <commit> src | tar -x -C
 /tmp/base``) in the same run, its variants interleaved with these, so that
-a change of load on a shared machine hits both alike.
+a change of load on a shared machine hits both alike; with ``--interleave``
+both versions run in one process (the baseline imported as ``pihc_baseline``),
+repeat by repeat, which is steadier on a machine whose speed drifts within
+minutes, and each row gives its gradient's difference from the baseline's.
 
 One core: the process is pinned to the first CPU it may run on and XLA's CPU backend to one
 thread before JAX is imported.  Each variant is compiled and run once,
@@ -37,6 +40,8 @@ iterations and status per expert (every solve must converge).
 
     python benchmarks/ns_constraint_speed.py --out docs/bench/ns_constraint_speed.json
     python benchmarks/ns_constraint_speed.py --baseline-src /tmp/base/src --baseline-label <commit> --out ...
+    python benchmarks/ns_constraint_speed.py --baseline-src /tmp/base/src --baseline-label <commit> --interleave \
+        --repeats 9 --out ...
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -89,28 +96,36 @@ def _basis_fn(grid, n_basis: int, seed: int, solution=None):
     return basis, coeffs
 
 
-def run(points: int, splits: tuple[int, ...], repeats: int, basis_kind: str, rtol: float = 1e-7, n_basis: int = 64,
-        shape=(16, 64, 64), expert_loop: str | None = None) -> dict:
+def build(points: int, splits: tuple[int, ...], basis_kind: str, rtol: float = 1e-7, n_basis: int = 64,
+          shape=(16, 64, 64), expert_loop: str | None = None, lib: str = "pihc"):
+    """The jitted forward + backward and forward of the layer from library ``lib`` (a package name), and their input.
+
+    The inputs (the initial vorticity, the basis) come from this checkout's ``pihc``, so that two
+    versions of the layer are timed on the same arrays."""
+    import importlib
+
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     jax.config.update("jax_enable_x64", True)
-    from pihc.constraint import HardConstraint
     from pihc.data.navier_stokes import initial_vorticity, solve_navier_stokes
-    from pihc.least_squares import LevenbergMarquardt
-    from pihc.pdes.navier_stokes import NavierStokes2D, navier_stokes_grid
+    from pihc.pdes.navier_stokes import NavierStokes2D as DataPDE
 
-    grid = navier_stokes_grid(*shape)
-    pde = NavierStokes2D(viscosity=1e-4)
+    constraint = importlib.import_module(f"{lib}.constraint")
+    least_squares = importlib.import_module(f"{lib}.least_squares")
+    ns = importlib.import_module(f"{lib}.pdes.navier_stokes")
+    grid = ns.navier_stokes_grid(*shape)
     # expert_loop only when asked: a baseline version of the library may not have the option.
     loop = {} if expert_loop is None else {"expert_loop": expert_loop}
-    layer = HardConstraint(pde, grid, splits, points, initial_condition="construction",
-                           solver=LevenbergMarquardt(max_steps=50, rtol=rtol, atol=1e-12, damping=1e-10), **loop)
+    layer = constraint.HardConstraint(ns.NavierStokes2D(viscosity=1e-4), grid, splits, points,
+                                      initial_condition="construction", **loop,
+                                      solver=least_squares.LevenbergMarquardt(max_steps=50, rtol=rtol, atol=1e-12,
+                                                                              damping=1e-10))
     w0_np = initial_vorticity(1, shape[1], shape[2], seed=0)
     solution = None
     if basis_kind == "with-solution":
-        w = solve_navier_stokes(w0_np, pde, nt=shape[0], t_end=grid.axes[0].hi)[0]
+        w = solve_navier_stokes(w0_np, DataPDE(viscosity=1e-4), nt=shape[0], t_end=grid.axes[0].hi)[0]
         s = np.linspace(0.0, 1.0, shape[0])[:, None, None]
         solution = jnp.asarray(np.where(s > 0, (w - w0_np[0]) / np.where(s > 0, s, 1.0), 0.0))
     basis, coeffs = _basis_fn(grid, n_basis, seed=0, solution=solution)
@@ -121,27 +136,51 @@ def run(points: int, splits: tuple[int, ...], repeats: int, basis_kind: str, rto
         out = layer(basis(c), w0, key)
         return 0.5 * jnp.mean(out.u ** 2), out.solution
 
-    fwd_bwd = jax.jit(jax.value_and_grad(loss, has_aux=True))
-    fwd = jax.jit(loss)
-    t0 = time.perf_counter()
-    (_, sol), g = jax.block_until_ready(fwd_bwd(coeffs))
-    compile_s = time.perf_counter() - t0
-    jax.block_until_ready(fwd(coeffs))
-    times, ftimes = [], []
-    for _ in range(repeats):
+    meta = {"grid": list(shape), "n_basis": n_basis, "basis": basis_kind, "rtol": rtol, "splits": list(splits),
+            "expert_loop": expert_loop, "points_per_expert": points, "experts": int(np.prod(splits))}
+    return jax.jit(jax.value_and_grad(loss, has_aux=True)), jax.jit(loss), coeffs, meta
+
+
+def _timed(variants: list, repeats: int) -> list[dict]:
+    """Compile and run each ``(fwd_bwd, fwd, coeffs, meta)`` once, then time them ``repeats`` times,
+    interleaved (each repeat runs every variant), so that a change of load hits all alike."""
+    import jax
+
+    out = []
+    for fwd_bwd, fwd, coeffs, meta in variants:
         t0 = time.perf_counter()
-        jax.block_until_ready(fwd_bwd(coeffs))
-        times.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        (_, sol), g = jax.block_until_ready(fwd_bwd(coeffs))
+        compile_s = time.perf_counter() - t0
         jax.block_until_ready(fwd(coeffs))
-        ftimes.append(time.perf_counter() - t0)
-    return {"grid": list(shape), "n_basis": n_basis, "basis": basis_kind, "rtol": rtol, "splits": list(splits),
-            "expert_loop": expert_loop, "points_per_expert": points,
-            "experts": int(np.prod(splits)), "forward_backward_s": float(np.median(times)),
-            "forward_s": float(np.median(ftimes)), "times_s": times, "first_call_s_incl_compile": compile_s,
-            "lm_steps": np.asarray(sol.num_steps).tolist(), "status": np.asarray(sol.status).tolist(),
-            "all_converged": bool(np.all(np.asarray(sol.status) == 0)),
-            "grad_finite": bool(np.all(np.isfinite(np.asarray(g))))}
+        out.append({**meta, "times_s": [], "forward_times_s": [], "first_call_s_incl_compile": compile_s,
+                    "lm_steps": np.asarray(sol.num_steps).tolist(), "status": np.asarray(sol.status).tolist(),
+                    "all_converged": bool(np.all(np.asarray(sol.status) == 0)),
+                    "grad_finite": bool(np.all(np.isfinite(np.asarray(g)))), "_grad": np.asarray(g)})
+    for _ in range(repeats):
+        for row, (fwd_bwd, fwd, coeffs, _) in zip(out, variants):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fwd_bwd(coeffs))
+            row["times_s"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            jax.block_until_ready(fwd(coeffs))
+            row["forward_times_s"].append(time.perf_counter() - t0)
+    for row in out:
+        row["forward_backward_s"] = float(np.median(row["times_s"]))
+        row["forward_s"] = float(np.median(row["forward_times_s"]))
+    return out
+
+
+def run(points: int, splits: tuple[int, ...], repeats: int, basis_kind: str, rtol: float = 1e-7, n_basis: int = 64,
+        shape=(16, 64, 64), expert_loop: str | None = None, libs=("pihc",)) -> list[dict]:
+    """One row per library in ``libs``, timed interleaved in this process; every row after the first also
+    gives its gradient's largest difference from the first's (relative to the first's largest entry)."""
+    rows = _timed([build(points, splits, basis_kind, rtol, n_basis, shape, expert_loop, lib) for lib in libs],
+                  repeats)
+    ref = rows[0]["_grad"]
+    for row in rows:
+        g = row.pop("_grad")
+        row["grad_max_rel_diff_to_first"] = float(np.max(np.abs(g - ref)) / np.max(np.abs(ref)))
+    return rows
 
 
 def main(argv=None) -> dict:
@@ -156,15 +195,18 @@ def main(argv=None) -> dict:
     p.add_argument("--baseline-src", help="also time the library in this src folder (another commit's export)")
     p.add_argument("--baseline-label", help="what --baseline-src is, for the JSON (e.g. its commit); a"
                    " machine's path is not recorded")
+    p.add_argument("--interleave", action="store_true",
+                   help="time the baseline and this version in one process, repeat by repeat (the baseline"
+                        " imported as pihc_baseline), instead of in processes one after the other")
     p.add_argument("--out", default="docs/bench/ns_constraint_speed.json")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         _pin_one_core()
         spec = json.loads(a.worker)
-        print("ROW " + json.dumps(run(spec["points"], tuple(spec["splits"]), spec["repeats"], spec["basis"],
-                                      spec["rtol"], expert_loop=spec["expert_loop"])),
-              flush=True)
+        for row in run(spec["points"], tuple(spec["splits"]), spec["repeats"], spec["basis"], spec["rtol"],
+                       expert_loop=spec["expert_loop"], libs=tuple(spec.get("libs", ["pihc"]))):
+            print("ROW " + json.dumps(row), flush=True)
         return {}
     if a.baseline_src and not (Path(a.baseline_src) / "pihc" / "__init__.py").is_file():
         p.error(f"--baseline-src {a.baseline_src} holds no pihc package; export one with"
@@ -174,31 +216,43 @@ def main(argv=None) -> dict:
     # (version, method, points, splits, expert loop): the baseline's rows next to this version's.
     # A baseline that has the option runs both expert loops; an older one only its default (batched).
     baseline_loops = a.baseline_src and "expert_loop" in (Path(a.baseline_src) / "pihc" / "constraint.py").read_text()
-    runs = []
+    # Jobs: (method, points, splits, expert loop, versions); each job is one process, its versions
+    # timed interleaved in it (--interleave), or one version per process, the baseline's next to this one's.
+    jobs = []
     for name, points, splits, loop in variants:
         if a.baseline_src and (loop != "sequential" or baseline_loops):
-            runs.append(("baseline", name, points, splits, loop if baseline_loops else None))
-        runs.append(("this", name, points, splits, loop))
-    rows = []
-    for version, name, points, splits, loop in runs:
-        rows.append({"version": version, "method": name, "rounds": []})
-    # --rounds: every variant once per round, in the same order, so that a slow spell of a shared
-    # machine falls on all of them; a row reports the median over the rounds.
-    for _ in range(a.rounds):
-        for row, (version, name, points, splits, loop) in zip(rows, runs):
-            spec = {"points": points, "splits": splits, "repeats": a.repeats, "basis": a.basis, "rtol": a.rtol,
-                    "expert_loop": loop}
-            env = dict(os.environ)
-            if version == "baseline":
-                env["PYTHONPATH"] = os.pathsep.join([str(Path(a.baseline_src).resolve())]
-                                                    + [x for x in [env.get("PYTHONPATH")] if x])
-            # A fresh process per variant: its own compilation caches and one pinned core.
-            out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-                                 capture_output=True, text=True, check=True, env=env)
-            row["rounds"].append(json.loads(next(x for x in out.stdout.splitlines() if x.startswith("ROW "))[4:]))
-            print(json.dumps({"version": version, "method": name, "expert_loop": loop,
-                              **{k: row["rounds"][-1][k] for k in ("forward_backward_s", "forward_s", "lm_steps",
-                                                                    "all_converged")}}), flush=True)
+            base_loop = loop if baseline_loops else None
+            if a.interleave and base_loop == loop:
+                jobs.append((name, points, splits, loop, ("baseline", "this")))
+                continue
+            jobs.append((name, points, splits, base_loop, ("baseline",)))
+        jobs.append((name, points, splits, loop, ("this",)))
+    rows = {(j, v): {"version": v, "method": job[0], "rounds": []} for j, job in enumerate(jobs) for v in job[4]}
+    with tempfile.TemporaryDirectory() as tmp:
+        if a.baseline_src and a.interleave:  # the baseline under another name, importable beside this pihc
+            shutil.copytree(Path(a.baseline_src) / "pihc", Path(tmp) / "pihc_baseline")
+        # --rounds: every job once per round, in the same order, so that a slow spell of a shared
+        # machine falls on all of them; a row reports the median over the rounds.
+        for _ in range(a.rounds):
+            for j, (name, points, splits, loop, versions) in enumerate(jobs):
+                spec = {"points": points, "splits": splits, "repeats": a.repeats, "basis": a.basis, "rtol": a.rtol,
+                        "expert_loop": loop, "libs": ["pihc_baseline" if v == "baseline" and len(versions) > 1
+                                                      else "pihc" for v in versions]}
+                env = dict(os.environ)
+                extra = [tmp] if len(versions) > 1 else [str(Path(a.baseline_src).resolve())] \
+                    if versions == ("baseline",) else []
+                env["PYTHONPATH"] = os.pathsep.join(extra + [x for x in [env.get("PYTHONPATH")] if x])
+                # A fresh process per job: its own compilation caches and one pinned core.
+                out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+                                     capture_output=True, text=True, check=True, env=env)
+                got = [json.loads(x[4:]) for x in out.stdout.splitlines() if x.startswith("ROW ")]
+                for v, r in zip(versions, got):
+                    rows[(j, v)]["rounds"].append(r)
+                    print(json.dumps({"version": v, "method": name, "expert_loop": loop,
+                                      **{k: r[k] for k in ("forward_backward_s", "forward_s", "lm_steps",
+                                                           "all_converged", "grad_max_rel_diff_to_first")}}),
+                          flush=True)
+    rows = list(rows.values())
     for i, row in enumerate(rows):
         rounds = row.pop("rounds")
         rows[i] = {**rounds[0], **row, "forward_backward_s": float(np.median([r["forward_backward_s"] for r in rounds])),
@@ -207,6 +261,7 @@ def main(argv=None) -> dict:
                    "all_converged": all(r["all_converged"] for r in rounds)}
     result = {"benchmark": "ns_constraint_speed",
               "baseline": (a.baseline_label or "another version's src folder") if a.baseline_src else None,
+              "interleaved": bool(a.baseline_src and a.interleave),
               "cpu_threads": 1, "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
               "load_average_1_5_15min_at_end": list(os.getloadavg()), "rows": rows,
               "paper_released_layer_s": {"PI-HC": 11.8, "PI-HC-MoE": 12.8}}
