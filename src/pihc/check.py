@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .experts import _curvature_groups
 from .grid import Axis, Grid
 from .linearise import RowMap
 from .pdes.base import PDE
@@ -164,14 +165,16 @@ def _check_curvature_pairs(pde: PDE, terms, tol: float, report: dict, failures: 
     pairs = pde.curvature_pairs
     if pairs is None:
         return
+    try:
+        groups = _curvature_groups(pde)  # the layer's reading of the declaration
+    except ValueError as err:
+        failures.append(str(err))
+        return
     names = pde.term_names
     declared = np.zeros((len(names), len(names)), bool)
-    for pair in pairs:
-        if len(pair) != 2 or any(x not in names for x in pair):
-            failures.append(f"curvature_pairs has {pair!r}; each pair names two of the terms {names}")
-            return
-        a, b = (names.index(x) for x in pair)
-        declared[a, b] = declared[b, a] = True
+    for a, bs in groups:
+        for b, _ in bs:
+            declared[a, b] = declared[b, a] = True
     T = terms[:: max(1, terms.shape[0] // 256)]  # a few hundred random points
     d2 = np.asarray(jax.vmap(jax.hessian(pde.residual))(T))
     d1 = np.asarray(jax.vmap(jax.grad(pde.residual))(T))
