@@ -53,6 +53,9 @@ def test_the_small_moe_trains_on_generated_data_and_evaluates(tmp_path):
     # Resolution independence: the same backbone on the data's own 16 x 16 grid.
     fine = evaluate(run, grid=(9, 16, 16), plots=False, log=lambda s: None)
     assert fine["grid"] == [9, 16, 16] and fine["trained_grid"] == [9, 8, 8] and np.isfinite(fine["rel_l2_mean"])
+    with pytest.raises(GridError, match=r"got nx = 16, ny = 8: make them equal .*--grid NT N N"):
+        evaluate(run, grid=(9, 16, 8), json_out=tmp_path / "non-square.json", plots=False, log=lambda s: None)
+    assert not (tmp_path / "non-square.json").exists()
     # Data of another viscosity, or of another PDE, are refused by name before anything is scored.
     from pihc.data.hdf5 import DataError, write_pdebench
     from pihc.data.navier_stokes import generate_navier_stokes

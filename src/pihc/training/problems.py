@@ -123,14 +123,15 @@ def _ns_grid(shape):
     from ..pdes.navier_stokes import navier_stokes_grid
 
     if len(shape) != 3:
-        raise GridError(f"Navier-Stokes lives on a (t, x, y) grid; the config gives {len(shape)} sizes"
-                        f" {tuple(shape)}: set data.ny")
+        raise GridError(f"Navier-Stokes lives on a (t, x, y) grid; got {len(shape)} sizes {tuple(shape)}: give"
+                        " three (data.ny in a config, --grid NT NX NY for `pihc evaluate`)")
     nt, nx, ny = shape
     if nx != ny:
         # The generator's initial conditions and the paper's problem live on the square with the
         # same resolution in x and y; the data files are square.
         raise GridError(f"Navier-Stokes needs as many points along y as along x (the unit square's"
-                        f" data are square); the config has nx = {nx}, ny = {ny}: set data.ny = data.nx")
+                        f" data are square); got nx = {nx}, ny = {ny}: make them equal (data.ny = data.nx in"
+                        " a config, --grid NT N N for `pihc evaluate`)")
     return navier_stokes_grid(nt, nx, ny)
 
 
