@@ -6,8 +6,8 @@
 #
 # The training and evaluation are benchmarks/gpu_sweep.sh over
 # benchmarks/sweeps/full_configs.txt (dataset generated when missing, the
-# runs side by side on the one GPU, light results packed into
-# $OUT/sweep.tar.gz).  The runs land in runs/full/; the step timing in
+# runs side by side on the one GPU, light results in $OUT/summary.json and
+# $OUT/runs.tar.gz).  The runs land in runs/full/; the step timing in
 # $OUT/step_cost_full_trained_gpu.json.
 set -u
 OUT=${OUT:-runs/full-out}

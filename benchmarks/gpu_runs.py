@@ -4,7 +4,7 @@ A GPU machine is often lent for a few minutes at a time.  This driver makes
 each call count:
 
 1. generates the dataset of the first variant's config when it is missing
-   (``pihc generate``, on the host's cores), and meanwhile, with ``--speed``,
+   (as ``pihc train`` would, on the host's cores), and meanwhile, with ``--speed``,
    runs ``benchmarks/speed_points.py`` on the idle GPU (stopped when the data
    are ready, plus ``--speed-grace`` seconds; it saves after every point count);
 2. starts every variant at once: ``pihc train --config ...`` for a new run,
@@ -19,8 +19,9 @@ each call count:
 
     python benchmarks/gpu_runs.py benchmarks/sweeps/paper_scale.txt --out OUT --deadline 540 --speed
 
-VARIANTS_FILE: one variant per line, ``NAME CONFIG [--set key=value ...]``;
-``#`` starts a comment.
+VARIANTS_FILE: one variant per line, ``NAME CONFIG [--set key=value ...]
+[--max-steps N]``; ``#`` starts a comment.  ``--max-steps N`` trains the run
+to step N (at most the config's ``optim.steps``) across calls.
 """
 
 from __future__ import annotations
@@ -36,15 +37,39 @@ import tarfile
 import time
 from pathlib import Path
 
+SRC = Path(__file__).resolve().parent.parent / "src"
+
 
 def read_variants(path: Path) -> list[tuple[str, str, list[str]]]:
+    """``(name, config, [flag, value, ...])`` per variant line (flags ``--set`` and ``--max-steps``); a
+    malformed file is refused by line."""
+    from pihc.training.config import ConfigError
+
     out = []
-    for line in path.read_text().splitlines():
+    for i, line in enumerate(path.read_text().splitlines(), 1):
         line = line.split("#", 1)[0].strip()
-        if line:
-            name, config, *rest = shlex.split(line)
-            out.append((name, config, rest))
+        if not line:
+            continue
+        name, *words = shlex.split(line)
+        if not words:
+            raise ConfigError(f"{path}:{i}: variant {name!r} names no config; write NAME CONFIG [--set key=value ...]")
+        config, *rest = words
+        flags = list(zip(rest[::2], rest[1::2]))
+        if len(rest) % 2 or any(not (f == "--set" and "=" in v or f == "--max-steps" and v.isdigit() and int(v) > 0)
+                                for f, v in flags) or [f for f, _ in flags].count("--max-steps") > 1:
+            raise ConfigError(f"{path}:{i}: after the config only `--set key=value` pairs and one `--max-steps N`"
+                              f" (N >= 1) may follow, got {' '.join(rest)!r}")
+        if any(name == n for n, _, _ in out):
+            raise ConfigError(f"{path}:{i}: variant name {name!r} is used twice; each names its own run directory")
+        out.append((name, config, rest))
+    if not out:
+        raise ConfigError(f"{path} holds no variant; write one per line: NAME CONFIG [--set key=value ...]")
     return out
+
+
+def _flag_values(rest: list[str], flag: str) -> list[str]:
+    """The values given to ``flag`` in a variant's ``[flag, value, ...]`` (:func:`read_variants`)."""
+    return [v for f, v in zip(rest[::2], rest[1::2]) if f == flag]
 
 
 def run_state(run: Path, steps: int) -> str:
@@ -120,28 +145,38 @@ def main(argv=None) -> int:
     t_start = time.monotonic()
     py = sys.executable
     env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_PYTHON_CLIENT_PREALLOCATE="false")
-    env["PYTHONPATH"] = str(Path("src").resolve()) + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    sys.path.insert(0, str(Path("src").resolve()))
-    from pihc.training.config import load_config
+    env["PYTHONPATH"] = str(SRC) + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    from pihc.training.config import ConfigError, load_config
 
+    if not a.variants.is_file():
+        raise FileNotFoundError(f"{a.variants} is not a file; give a variants file (one line per run: NAME CONFIG"
+                                " [--set key=value ...]), e.g. benchmarks/sweeps/paper_scale.txt")
     variants = read_variants(a.variants)
-    cfgs = {name: load_config(config, [s for i, s in enumerate(rest) if i and rest[i - 1] == "--set"])
-            for name, config, rest in variants}
-    steps_of = {name: c.optim.steps for name, c in cfgs.items()}
+    cfgs = {}
+    for name, config, rest in variants:  # every config checked before anything starts
+        try:
+            cfgs[name] = load_config(config, _flag_values(rest, "--set"))
+        except ConfigError as err:
+            raise ConfigError(f"{a.variants}: variant {name!r}: {err}") from None
+    # Each run's target: the config's steps, or fewer with --max-steps.
+    steps_of = {name: min([cfgs[name].optim.steps] + [int(n) for n in _flag_values(rest, "--max-steps")])
+                for name, _, rest in variants}
     a.out.mkdir(parents=True, exist_ok=True)
     a.root.mkdir(parents=True, exist_ok=True)
     log = lambda s: print(f"[{time.monotonic() - t_start:6.1f} s] {s}", flush=True)  # noqa: E731
 
-    first = cfgs[variants[0][0]]
-    data = Path(first.data.path)
+    first_name, first_config, first_rest = variants[0]
+    data = Path(cfgs[first_name].data.path)
     gen = None
     if not data.is_file():
-        g = first.data.generate
         log(f"generating {data}")
-        data.parent.mkdir(parents=True, exist_ok=True)
-        gen = subprocess.Popen([py, "-m", "pihc.cli", "generate", first.problem, "--samples", str(g.samples),
-                                "--nx", str(g.nx), "--nt", str(g.nt), "--seed", str(g.seed), "--ic", g.ic,
-                                "--out", str(data), "--quiet"], env=env)
+        # As `pihc train` would, from the config's whole data.generate section (a Navier-Stokes
+        # config's solve_nx and viscosity included), once, before the variants start side by side.
+        gen = subprocess.Popen([py, "-c", "import sys, pihc; pihc.enable_x64();"
+                                " from pihc.training.config import load_config;"
+                                " from pihc.training.data import prepare_data;"
+                                " prepare_data(load_config(sys.argv[1], sys.argv[2:]), progress=False)",
+                                first_config, *_flag_values(first_rest, "--set")], env=env)
     speed = None
     if a.speed:
         sp = Path("data/ds-speed.h5")
@@ -171,9 +206,11 @@ def main(argv=None) -> int:
         run = a.root / name
         state = run_state(run, steps_of[name])
         if state == "new":
-            cmd = ["train", "--config", config, "--out", str(run), "--quiet", *rest]
+            cmd = ["train", "--config", config, "--out", str(run), "--quiet", *rest]  # with --max-steps: the target
         elif state == "partial":
             cmd = ["train", "--resume", str(run), "--quiet"]
+            if steps_of[name] < cfgs[name].optim.steps:  # --max-steps counts from the resumed step
+                cmd += ["--max-steps", str(steps_of[name] - last_step(run))]
         elif state == "trained":
             cmd = ["evaluate", str(run), "--no-plots"]
         else:
@@ -214,4 +251,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The checkout's own source first: a lent machine runs this from a copy of the tree, not installed.
+    sys.path.insert(0, str(SRC))
+    from pihc.training.errors import refuse_bad_input
+
+    sys.exit(refuse_bad_input(main))  # bad input: one `error:` line and status 2, as `pihc` gives

@@ -116,9 +116,11 @@ def test_gpu_runs_reads_variants_and_tells_which_runs_to_start_resume_or_evaluat
     the next call trains it anew, resumes it from its checkpoint, evaluates it or leaves it."""
     mod = runpy.run_path(str(BENCHMARKS / "gpu_runs.py"))
     f = tmp_path / "v.txt"
-    f.write_text("# comment\n\nsc-s0 diffusion-sorption/sc   # trailing\nmoe-s1 diffusion-sorption/moe --set run.seed=1\n")
-    assert mod["read_variants"](f) == [("sc-s0", "diffusion-sorption/sc", []),
-                                       ("moe-s1", "diffusion-sorption/moe", ["--set", "run.seed=1"])]
+    f.write_text("# comment\n\nsc-s0 diffusion-sorption/sc   # trailing\nmoe-s1 diffusion-sorption/moe --set run.seed=1"
+                 " --max-steps 800\n")
+    rest = ["--set", "run.seed=1", "--max-steps", "800"]
+    assert mod["read_variants"](f) == [("sc-s0", "diffusion-sorption/sc", []), ("moe-s1", "diffusion-sorption/moe", rest)]
+    assert mod["_flag_values"](rest, "--set") == ["run.seed=1"] and mod["_flag_values"](rest, "--max-steps") == ["800"]
     run = tmp_path / "run"
     state = lambda: mod["run_state"](run, 10)  # noqa: E731
     assert state() == "new"
@@ -130,6 +132,27 @@ def test_gpu_runs_reads_variants_and_tells_which_runs_to_start_resume_or_evaluat
     assert state() == "trained"
     (run / "evaluation.json").write_text("{}")
     assert state() == "evaluated"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", "holds no variant"),
+    ("# only a comment\n", "holds no variant"),
+    ("sc-s0\n", "v.txt:1: variant 'sc-s0' names no config"),
+    ("sc-s0 diffusion-sorption/sc --set\n", "v.txt:1: after the config only `--set key=value` pairs"),
+    ("sc-s0 diffusion-sorption/sc --steps 5\n", "v.txt:1: after the config only `--set key=value` pairs"),
+    ("sc-s0 diffusion-sorption/sc --max-steps 0\n", "and one `--max-steps N` (N >= 1) may follow"),
+    ("sc-s0 diffusion-sorption/sc --max-steps 5 --max-steps 6\n", "and one `--max-steps N`"),
+    ("a diffusion-sorption/sc\n\na diffusion-sorption/hc\n", "v.txt:3: variant name 'a' is used twice"),
+    ("a nope/sc\n", "neither a file nor a built-in config"),
+    ("a diffusion-sorption/sc --set optim.bogus=1\n", "v.txt: variant 'a': config.optim: unknown key(s) ['bogus']"),
+])
+def test_gpu_runs_refuses_a_bad_variants_file_by_line_before_anything_runs(tmp_path, monkeypatch, capsys, text,
+                                                                           match):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "v.txt").write_text(text)
+    assert match in _refused("gpu_runs", "v.txt", "--root", "r", "--out", "o", monkeypatch=monkeypatch,
+                             capsys=capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.txt"]  # no run or output directory made
 
 
 def test_span_fit_is_exact_for_a_field_in_the_span_of_each_block():
@@ -205,6 +228,7 @@ def _refused(name, *args, monkeypatch, capsys) -> str:
     ("accuracy", ["--configs", "nope/moe"], "neither a file nor a built-in config"),
     ("basis_diagnostics", ["--run", "no-such-run"], "no-such-run"),
     ("constraint_ablation", ["--run", "no-such-run"], "no-such-run"),
+    ("gpu_runs", ["no-such-variants.txt"], "no-such-variants.txt is not a file; give a variants file"),
 ])
 def test_benchmarks_refuse_bad_input_with_one_line_before_any_compute(tmp_path, monkeypatch, capsys, name, args,
                                                                       match):
