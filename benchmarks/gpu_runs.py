@@ -4,7 +4,7 @@ A GPU machine is often lent for a few minutes at a time.  This driver makes
 each call count:
 
 1. generates the dataset of the first variant's config when it is missing
-   (as ``pihc train`` would, on the host's cores), and meanwhile, with ``--speed``,
+   (``pihc generate --config``, on the host's cores), and meanwhile, with ``--speed``,
    runs ``benchmarks/speed_points.py`` on the idle GPU (stopped when the data
    are ready, plus ``--speed-grace`` seconds; it saves after every point count);
 2. starts every variant at once: ``pihc train --config ...`` for a new run,
@@ -170,13 +170,11 @@ def main(argv=None) -> int:
     gen = None
     if not data.is_file():
         log(f"generating {data}")
-        # As `pihc train` would, from the config's whole data.generate section (a Navier-Stokes
-        # config's solve_nx and viscosity included), once, before the variants start side by side.
-        gen = subprocess.Popen([py, "-c", "import sys, pihc; pihc.enable_x64();"
-                                " from pihc.training.config import load_config;"
-                                " from pihc.training.data import prepare_data;"
-                                " prepare_data(load_config(sys.argv[1], sys.argv[2:]), progress=False)",
-                                first_config, *_flag_values(first_rest, "--set")], env=env)
+        # From the config's whole data.generate section (a Navier-Stokes config's solve_nx and
+        # viscosity included), once, before the variants start side by side.
+        sets = [x for kv in _flag_values(first_rest, "--set") for x in ("--set", kv)]
+        gen = subprocess.Popen([py, "-m", "pihc.cli", "generate", "--config", first_config, *sets, "--quiet"],
+                               env=env)
     speed = None
     if a.speed:
         sp = Path("data/ds-speed.h5")

@@ -119,7 +119,8 @@ def test_gpu_runs_reads_variants_and_tells_which_runs_to_start_resume_or_evaluat
     f.write_text("# comment\n\nsc-s0 diffusion-sorption/sc   # trailing\nmoe-s1 diffusion-sorption/moe --set run.seed=1"
                  " --max-steps 800\n")
     rest = ["--set", "run.seed=1", "--max-steps", "800"]
-    assert mod["read_variants"](f) == [("sc-s0", "diffusion-sorption/sc", []), ("moe-s1", "diffusion-sorption/moe", rest)]
+    assert mod["read_variants"](f) == [("sc-s0", "diffusion-sorption/sc", []),
+                                       ("moe-s1", "diffusion-sorption/moe", rest)]
     assert mod["_flag_values"](rest, "--set") == ["run.seed=1"] and mod["_flag_values"](rest, "--max-steps") == ["800"]
     run = tmp_path / "run"
     state = lambda: mod["run_state"](run, 10)  # noqa: E731
