@@ -147,10 +147,19 @@ class ExpertProblem(eqx.Module):
 
     def pde_rows(self, w: Float[Array, " N"]) -> tuple[Float[Array, " m"], Float[Array, "m N"]]:
         """The weighted PDE rows and their Jacobian ``J = s sum_t diag(dF/dT_t) Phi_t``."""
-        F, dF = jax.vmap(jax.value_and_grad(self.pde.residual))(self.terms(w))  # (m,), (m, n_terms)
+        F, dF = self._residual_and_slopes(self.terms(w))
         # s scales dF, not J: XLA's CPU backend fuses a scaling of J into the
         # dot that forms J^T J and runs that dot about twice as slowly.
-        return self.pde_scale * F, jnp.einsum("mt,mtn->mn", self.pde_scale * dF, self.phi)
+        return self.pde_scale * F, self._jacobian(self.pde_scale * dF)
+
+    def _residual_and_slopes(self, T: Float[Array, "m n_terms"]
+                             ) -> tuple[Float[Array, " m"], Float[Array, "m n_terms"]]:
+        """``F`` and ``dF/dT`` at every point of the terms ``T`` (unscaled)."""
+        return jax.vmap(jax.value_and_grad(self.pde.residual))(T)
+
+    def _jacobian(self, dF: Float[Array, "m n_terms"]) -> Float[Array, "m N"]:
+        """``sum_t diag(dF_t) Phi_t``: the rows' Jacobian in ``w`` for the slopes ``dF``."""
+        return jnp.einsum("mt,mtn->mn", dF, self.phi)
 
     def normal_equations(self, w: Float[Array, " N"], gram: RowsGram
                          ) -> tuple[Float[Array, ""], Float[Array, " N"], Float[Array, "N N"]]:
@@ -211,10 +220,9 @@ class ExpertProblem(eqx.Module):
         fused the making of ``M Phi`` into a dot with two contracting axes,
         several times slower.
         """
-        residual = self.pde.residual
         T = self.terms(w)
-        F, dF = jax.vmap(jax.value_and_grad(residual))(T)  # (m,), (m, n_terms)
-        K = F[:, None, None] * jax.vmap(jax.hessian(residual))(T)  # F grad^2 F, (m, n_terms, n_terms)
+        F, dF = self._residual_and_slopes(T)
+        K = F[:, None, None] * jax.vmap(jax.hessian(self.pde.residual))(T)  # F grad^2 F, (m, n_terms, n_terms)
         m, n_terms, n = self.phi.shape
         groups = _curvature_groups(self.pde)
         if groups is None or len(groups) + gauss_newton >= n_terms:
@@ -225,7 +233,7 @@ class ExpertProblem(eqx.Module):
             return self.phi.reshape(-1, n).T @ P.reshape(-1, n)
         left, right = [], []
         if gauss_newton:
-            J = jnp.einsum("mt,mtn->mn", dF, self.phi)
+            J = self._jacobian(dF)
             left, right = [J], [0.5 * J]
         for a, bs in groups:
             left.append(self.phi[:, a, :])
