@@ -175,3 +175,54 @@ def test_quiet_prints_only_the_result(trained, files, capsys, tmp_path):
     assert rc == 0 and err == "" and json.loads(out)["run"] == str(tmp_path / "gen")
     assert len(out.strip().splitlines()) == 1 and json.loads(out)["steps"] == 1
     assert seen == [False]
+
+
+def test_a_run_is_evaluated_from_anywhere_and_never_makes_its_data_to_be_refused(capsys, tmp_path, monkeypatch):
+    """data.path is relative to where the run trained: from elsewhere run.json's absolute path is read; scored on
+    --data or refused, a run whose file is gone does not remake it, and scored on its own data it does, when read."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir(), elsewhere.mkdir()
+    (home / "ds.yaml").write_text(f"""problem: diffusion-sorption
+data: {{path: data/ds.h5, generate: {{samples: 6, nx: {NX}, nt: {NT}, seed: 0, ic: smooth}}, nt: {NT}, nx: {NX},
+  test_samples: 2}}
+model: {{method: sc, width: 8, modes: [3, 4], layers: 2, n_basis: 4}}
+optim: {{batch: 2, steps: 2, decay_every: 2}}
+run: {{checkpoint_every: 2}}
+""")
+    monkeypatch.chdir(home)
+    assert cli.main(["train", "--config", "ds.yaml", "--out", "run", "--quiet"]) == 0
+    data, run = home / "data" / "ds.h5", home / "run"
+    assert json.loads((run / "run.json").read_text())["data_file"] == str(data)
+    rc, out, _ = run_cli(capsys, "evaluate", "run", "--no-plots", "--json", tmp_path / "home.json")
+    assert rc == 0
+    own = json.loads((tmp_path / "home.json").read_text())
+
+    monkeypatch.chdir(elsewhere)
+    rc, out, _ = run_cli(capsys, "evaluate", run, "--no-plots", "--json", tmp_path / "elsewhere.json")
+    assert rc == 0 and f"reading {data}" in out
+    assert json.loads((tmp_path / "elsewhere.json").read_text())["rel_l2_mean"] == own["rel_l2_mean"]
+    assert list(elsewhere.iterdir()) == []  # nothing generated here
+
+    # The run's data gone: another file scores it; refusals make nothing.
+    other = tmp_path / "other.h5"
+    assert cli.main(["generate", "diffusion-sorption", "--samples", "2", "--nx", str(NX), "--nt", str(NT),
+                     "--seed", "100", "--ic", "smooth", "--out", str(other), "--quiet"]) == 0
+    coarse = tmp_path / "coarse.h5"
+    assert cli.main(["generate", "diffusion-sorption", "--samples", "2", "--nx", "24", "--nt", str(NT),
+                     "--out", str(coarse), "--quiet"]) == 0
+    capsys.readouterr()
+    saved = data.read_bytes()
+    data.unlink()
+    refused(capsys, 2, "integer multiple of the model's", "evaluate", run, "--data", coarse, "--no-plots")
+    refused(capsys, 2, "3 sizes (9, 32, 32) were given", "evaluate", run, "--grid", "9", "32", "32", "--no-plots")
+    refused(capsys, 2, "cannot be scored on 9 x 24", "evaluate", run, "--grid", "9", "24", "--no-plots")
+    rc, _, _ = run_cli(capsys, "evaluate", run, "--data", other, "--no-plots", "--json", tmp_path / "other.json")
+    assert rc == 0 and json.loads((tmp_path / "other.json").read_text())["data"] == str(other)
+    assert not data.exists() and list(elsewhere.iterdir()) == []
+
+    # Scored on its own data, the run makes the file when it reads it: the same file, the same score.
+    monkeypatch.chdir(home)
+    rc, out, _ = run_cli(capsys, "evaluate", "run", "--no-plots", "--json", tmp_path / "again.json")
+    assert rc == 0 and "not found: generating it" in out
+    assert json.loads((tmp_path / "again.json").read_text())["rel_l2_mean"] == own["rel_l2_mean"]
+    assert data.read_bytes() == saved

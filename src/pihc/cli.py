@@ -261,7 +261,8 @@ def _cmd_evaluate(a) -> int:
     if a.split == "train" and a.data is not None:
         raise UsageError("--split train scores the run's own training trajectories: leave out --data")
     res = evaluate(a.run, data_path=a.data, json_out=a.json, n_samples=a.samples, plots=not a.no_plots,
-                   grid=a.grid, window=a.window, split=a.split)
+                   grid=None if a.grid is None else tuple(a.grid),
+                   window=None if a.window is None else tuple(a.window), split=a.split)
     if a.grid is None:  # the held-out score on the run's grid, and the training set's beside it
         write_report(a.run)  # the report shows the run on its own grid; another grid's results stand apart
     keys = ("rel_l2_mean", "rel_l2_std", "split", "samples", "method", "window")

@@ -68,6 +68,12 @@ def model_grids(cfg: Config) -> tuple[Grid, Grid | None]:
         raise ConfigError(f"data.train_until = {cfg.data.train_until}: {err}") from None
 
 
+def _generated_grid(cfg: Config) -> Grid:
+    """The grid ``data.generate`` makes data on."""
+    g = cfg.data.generator()
+    return problem_of(cfg).grid((g.nt, g.nx) + (() if g.ny is None else (g.ny,)))
+
+
 def _generate(cfg: Config, path: Path, g, log, progress: bool) -> None:
     shape = (g.nt, g.nx) + (() if g.ny is None else (g.ny,))
     log(f"data file {path} not found: generating it ({g.samples} samples at {' x '.join(map(str, shape))},"
@@ -92,16 +98,23 @@ def _split_sizes(cfg: Config, n: int, what: str) -> tuple[int, int]:
     return n_train, n_test
 
 
-def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool = True) -> PreparedData:
+def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool = True, *,
+                 path: str | Path | None = None, generate: bool = True) -> PreparedData:
     """Open (or generate, when missing) the configured dataset and split it.
 
     A sampled problem (a :class:`pihc.Problem`) needs no file here: its
     reference file is opened if it exists (and checked against the grid),
     else made when first scored (:func:`load_fields`).
 
-    ``progress``: show the generator's progress bar (``Problem.generate``'s keyword)."""
+    ``progress``: show the generator's progress bar (``Problem.generate``'s keyword).
+    ``path``: the file, in place of ``data.path`` (a trained run's, :func:`run_data_path`).
+    ``generate=False``: a missing file is not made here but when first read
+    (:func:`load_fields`), as a sampled problem's reference is; until then the
+    data are described by ``data.generate``, whose PDE the config must name
+    (else the file is made now: only it can tell).  Scoring a trained run on
+    another file then never makes the run's own."""
     problem = problem_of(cfg)
-    path = Path(cfg.data.path)
+    path = Path(cfg.data.path if path is None else path)
     if path.is_dir():
         raise ConfigError(f"data.path {path} is a directory; give the dataset file")
     grid, full_grid = model_grids(cfg)
@@ -114,11 +127,20 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
             data_grid = ds.grid
             test_idx = np.arange(len(ds.samples) - min(n_test, len(ds.samples)), len(ds.samples))
         else:
-            data_grid = problem.grid((g.nt, g.nx) + (() if g.ny is None else (g.ny,)))
+            data_grid = _generated_grid(cfg)
             test_idx = np.arange(n_test)
         data_grid.factors_to(whole)  # raises a GridError naming the axis if not an integer multiple
         return PreparedData(configured_pde(problem.source.pde, cfg.pde), grid, data_grid, str(path),
                             np.arange(n_train), test_idx, full_grid)
+    if not path.exists() and not generate:
+        pde = generated_pde(cfg)  # the config's pde options, checked
+        if pde is not None:
+            g = cfg.data.generator()
+            data_grid = _generated_grid(cfg)
+            data_grid.factors_to(whole)
+            n_train, n_test = _split_sizes(cfg, g.samples, "data.generate.samples")
+            return PreparedData(pde, grid, data_grid, str(path), np.arange(n_train),
+                                np.arange(g.samples - n_test, g.samples), full_grid)
     if not path.exists():
         generated_pde(cfg)  # the config's pde options, checked before the data are made
         _generate(cfg, path, cfg.data.generator(), log, progress)
@@ -208,10 +230,14 @@ def check_constants(pde: PDE, constants: dict, path) -> None:
 
 def ensure_reference(cfg: Config, data: PreparedData, log: Callable[[str], None] = print,
                      progress: bool = True) -> None:
-    """Make a sampled problem's reference file (its held-out samples, solved) if it is missing."""
+    """Make the data file if it is missing: a sampled problem's reference (its held-out samples,
+    solved), or the dataset that ``prepare_data(..., generate=False)`` described."""
     problem = problem_of(cfg)
     path = Path(data.path)
-    if problem.initial is None or path.exists():
+    if path.exists():
+        return
+    if problem.initial is None:
+        prepare_data(cfg, log, progress, path=path)  # generated from data.generate, checked against the config
         return
     g = cfg.data.generator()
     n_train, n_test = _split_sizes(cfg, g.samples, "data.generate.samples")

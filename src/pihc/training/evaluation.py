@@ -148,7 +148,7 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
                    "the evaluation's JSON file")
     if plots:
         check_writable(run_dir / f"plots{suffix}", "the plots' directory", directory=True)
-    cfg, data, model, meta = load_run(run_dir, log)
+    cfg, data, model, meta = load_run(run_dir, log, generate=False)  # a missing file: made when read
     if split == "train" and problem_of(cfg).initial is not None:
         raise EvaluationError(f"{run_dir} trained on sampled initial conditions, whose solutions no file holds:"
                               " score its held-out samples (leave out the split)")

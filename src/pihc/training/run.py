@@ -105,7 +105,7 @@ def start_run(cfg: Config, run_dir: Path, data: PreparedData, log: Callable[[str
     save_config(cfg, run_dir / "config.yaml")
     atomic_write_text(run_dir / "run.json", json.dumps({
         "pihc_version": __version__, "jax_version": jax.__version__, "seed": cfg.run.seed,
-        "data": data.path, "train_samples": len(data.train_idx),
+        "data": data.path, "data_file": str(Path(data.path).resolve()), "train_samples": len(data.train_idx),
         "test_samples": len(data.test_idx), "grid": data.grid.to_dict(),
         "config": to_dict(cfg)}, indent=2))
     MetricsLog(run_dir / METRICS).truncate_after(-1)
@@ -137,12 +137,37 @@ def resume_run(cfg: Config, run_dir: Path, model: eqx.Module, opt_state, log: Ca
     return model, opt_state, start
 
 
-def load_run(run_dir: str | Path, log: Callable[[str], None] = print):
-    """``(cfg, data, model, meta)`` of a trained run directory."""
+def run_data_path(cfg: Config, run_dir: Path, log: Callable[[str], None] = print) -> Path:
+    """The data file of the run in ``run_dir`` (its config ``cfg``).
+
+    ``data.path`` as configured, relative to the working directory; where that
+    does not exist, the absolute path ``pihc train`` recorded in ``run.json``,
+    if that exists (a run read from another directory than it was trained in).
+    """
+    path = Path(cfg.data.path)
+    if path.exists() or path.is_absolute():
+        return path
+    try:
+        recorded = json.loads((run_dir / "run.json").read_text()).get("data_file")
+    except (OSError, ValueError, AttributeError):
+        return path
+    if not recorded or not Path(recorded).exists():
+        return path
+    log(f"data.path {path} is relative to the directory {run_dir} was trained in: reading {recorded}")
+    return Path(recorded)
+
+
+def load_run(run_dir: str | Path, log: Callable[[str], None] = print, *, generate: bool = True):
+    """``(cfg, data, model, meta)`` of a trained run directory.
+
+    ``generate=False``: a missing data file is made only when first read
+    (:func:`~pihc.training.data.prepare_data`), so that a run scored on
+    another file, or refused, never makes its own.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = load_config(run_dir / "config.yaml")
-    data = prepare_data(cfg, log)
+    data = prepare_data(cfg, log, path=run_data_path(cfg, run_dir, log), generate=generate)
     model, meta = read_model(cfg, data.pde, data.grid, run_dir)
     return cfg, data, model, meta
