@@ -190,18 +190,22 @@ optim: {{batch: 2, steps: 2, decay_every: 2}}
 run: {{checkpoint_every: 2}}
 """)
     monkeypatch.chdir(home)
-    assert cli.main(["train", "--config", "ds.yaml", "--out", "run", "--quiet"]) == 0
+    assert cli.main(["train", "--config", "ds.yaml", "--out", "run", "--max-steps", "1", "--quiet"]) == 0
     data, run = home / "data" / "ds.h5", home / "run"
     assert json.loads((run / "run.json").read_text())["data_file"] == str(data)
-    rc, out, _ = run_cli(capsys, "evaluate", "run", "--no-plots", "--json", tmp_path / "home.json")
-    assert rc == 0
-    own = json.loads((tmp_path / "home.json").read_text())
 
-    monkeypatch.chdir(elsewhere)
+    monkeypatch.chdir(elsewhere)  # resumed and scored from here, on the file it trained on
+    rc, out, _ = run_cli(capsys, "train", "--resume", run)
+    assert rc == 0 and f"reading {data}" in out and read_checkpoint_meta(run / CHECKPOINT)["step"] == 2
     rc, out, _ = run_cli(capsys, "evaluate", run, "--no-plots", "--json", tmp_path / "elsewhere.json")
     assert rc == 0 and f"reading {data}" in out
-    assert json.loads((tmp_path / "elsewhere.json").read_text())["rel_l2_mean"] == own["rel_l2_mean"]
     assert list(elsewhere.iterdir()) == []  # nothing generated here
+    monkeypatch.chdir(home)
+    rc, out, _ = run_cli(capsys, "evaluate", "run", "--no-plots", "--json", tmp_path / "home.json")
+    assert rc == 0 and "reading" not in out
+    own = json.loads((tmp_path / "home.json").read_text())
+    assert json.loads((tmp_path / "elsewhere.json").read_text())["rel_l2_mean"] == own["rel_l2_mean"]
+    monkeypatch.chdir(elsewhere)
 
     # The run's data gone: another file scores it; refusals make nothing.
     other = tmp_path / "other.h5"

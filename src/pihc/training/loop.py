@@ -46,7 +46,7 @@ from .data import PreparedData, has_reference, load_fields, load_initial, model_
 from .io import CHECKPOINT, MetricsLog, save_checkpoint
 from .model import build_model, check_constraint, check_init_from, load_backbone
 from .optim import learning_rate_schedule, make_optimizer
-from .run import METRICS, RunLock, check_resumable, resume_run, start_run
+from .run import METRICS, RunLock, check_resumable, resume_run, run_data_path, start_run
 from .step import loss_grid, make_step, step_inputs
 
 
@@ -86,9 +86,11 @@ def train(cfg: Config, run_dir: str | Path, *, max_steps: int | None = None, res
     loss_grid(cfg, grid)
     if cfg.model.method == "moe":
         check_splits(grid.shape, cfg.constraint.splits, grid.names)
-    if not Path(cfg.data.path).exists():
+    # A resumed run reads the file it trained on, also from another directory (run.json).
+    path = run_data_path(cfg, Path(run_dir), log) if resume else Path(cfg.data.path)
+    if not path.exists():
         check_constraint(cfg, grid)
-    data = prepare_data(cfg, log, progress=progress)
+    data = prepare_data(cfg, log, progress=progress, path=path)
     model = build_model(cfg, data.pde, data.grid, jax.random.key(cfg.run.seed + 1))
     if src_cfg is not None:
         model = load_backbone(model, cfg.model.init_from, src_cfg, data.pde, log)
