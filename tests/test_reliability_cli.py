@@ -83,6 +83,12 @@ def test_bad_arguments_and_configs_are_refused_before_compute(files, capsys, tmp
          [*train, "--set", "data.generate.samples=0", "--set", f"data.path={tmp_path / 'new.h5'}"]),
         (2, "data.generate: unknown initial-condition family 'bogus'",
          [*train, "--set", "data.generate.ic=bogus", "--set", f"data.path={tmp_path / 'new.h5'}"]),
+        # Data to be generated that would not fit the config: refused before they are made.
+        (2, "data.generate makes data on 9 x 32: axis 't': the data has 9 points and the model 6",
+         [*train, "--set", "data.nt=6", "--set", "data.generate.nt=9", "--set", f"data.path={tmp_path / 'new.h5'}"]),
+        (2, "data.generate.samples has 4 samples; 3 train + 2 test requested: lower data.train_samples",
+         [*train, "--set", "data.generate.samples=4", "--set", "data.train_samples=3",
+          "--set", f"data.path={tmp_path / 'new.h5'}"]),
         (2, "is a file, not a directory", ["train", "--config", cfg, "--out", cfg]),
         (2, "is not a run directory", ["train", "--resume", tmp_path / "nowhere"]),
         (2, "drop --config/--set", ["train", "--resume", tmp_path, "--set", "optim.lr=1"]),

@@ -91,7 +91,8 @@ def _split_sizes(cfg: Config, n: int, what: str) -> tuple[int, int]:
     n_test = cfg.data.test_samples
     n_train = cfg.data.train_samples if cfg.data.train_samples is not None else n - n_test
     if n_test + n_train > n:
-        raise ConfigError(f"{what} has {n} samples; {n_train} train + {n_test} test requested")
+        raise ConfigError(f"{what} has {n} samples; {n_train} train + {n_test} test requested: lower"
+                          " data.train_samples or data.test_samples, or give more samples")
     if n_train < 1:
         raise ConfigError(f"{what} has {n} samples and data.test_samples holds out {n_test}: none is left to"
                           " train on; lower data.test_samples or raise the number of samples")
@@ -132,18 +133,21 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
         data_grid.factors_to(whole)  # raises a GridError naming the axis if not an integer multiple
         return PreparedData(configured_pde(problem.source.pde, cfg.pde), grid, data_grid, str(path),
                             np.arange(n_train), test_idx, full_grid)
-    if not path.exists() and not generate:
-        pde = generated_pde(cfg)  # the config's pde options, checked
-        if pde is not None:
-            g = cfg.data.generator()
-            data_grid = _generated_grid(cfg)
+    if not path.exists():
+        # What the data will be, checked before they are made: the pde options, a grid that the
+        # model grid divides, enough samples for the split.
+        pde = generated_pde(cfg)
+        g = cfg.data.generator()
+        data_grid = _generated_grid(cfg)
+        try:
             data_grid.factors_to(whole)
-            n_train, n_test = _split_sizes(cfg, g.samples, "data.generate.samples")
+        except GridError as err:
+            raise GridError(f"data.generate makes data on {' x '.join(map(str, data_grid.shape))}: {err}") from None
+        n_train, n_test = _split_sizes(cfg, g.samples, "data.generate.samples")
+        if not generate and pde is not None:
             return PreparedData(pde, grid, data_grid, str(path), np.arange(n_train),
                                 np.arange(g.samples - n_test, g.samples), full_grid)
-    if not path.exists():
-        generated_pde(cfg)  # the config's pde options, checked before the data are made
-        _generate(cfg, path, cfg.data.generator(), log, progress)
+        _generate(cfg, path, g, log, progress)
     ds = problem.open(path)
     check_constants(ds.pde, cfg.data.generate.constants, path)
     ds.grid.factors_to(whole)  # raises a GridError naming the axis if not an integer multiple
