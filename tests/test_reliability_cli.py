@@ -120,7 +120,13 @@ def test_bad_arguments_and_configs_are_refused_before_compute(files, capsys, tmp
                          {"pde": physical_constants(DiffusionSorption())}, 8)
     refused(capsys, 2, "sample 0001 contains NaN or Inf; list every bad sample with `pihc data info",
             *train, "--set", f"data.path={nan}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "nan.h5"]  # no run directory, no data
+    ns = tmp_path / "ns.h5"
+    assert cli.main(["generate", "navier-stokes", "--samples", "1", "--nx", "8", "--nt", "3", "--out", str(ns),
+                     "--quiet"]) == 0
+    capsys.readouterr()
+    refused(capsys, 2, "ns.h5 holds NavierStokes2D data; the config's problem 'diffusion-sorption' trains on"
+            " DiffusionSorption", *train, "--set", f"data.path={ns}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "nan.h5", "ns.h5"]  # no run, no data
 
 
 def test_evaluate_checks_its_outputs_and_the_checkpoint_first(trained, capsys, tmp_path):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.hdf5 import DataError
 from ..files import check_writable
 from ..grid import Grid, GridError
 from ..pdes.base import PDE
@@ -149,6 +150,10 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
                                 np.arange(g.samples - n_test, g.samples), full_grid)
         _generate(cfg, path, g, log, progress)
     ds = problem.open(path)
+    want = generated_pde(cfg)
+    if want is not None and type(ds.pde) is not type(want):
+        raise DataError(f"{path} holds {type(ds.pde).__name__} data; the config's problem {cfg.problem!r} trains on"
+                        f" {type(want).__name__}: give a file of it (`pihc data info FILE` names a file's PDE)")
     check_constants(ds.pde, cfg.data.generate.constants, path)
     ds.grid.factors_to(whole)  # raises a GridError naming the axis if not an integer multiple
     n = len(ds.samples)
