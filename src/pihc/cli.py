@@ -175,7 +175,9 @@ def _with_devices(cfg, devices: str | None, log, distributed: bool = False):
     elif devices.isdigit() and int(devices) >= 1:
         n = int(devices)
         if n > jax.device_count():
-            raise UsageError(f"--devices {n}: there are {jax.device_count()} devices; give at most that, or auto")
+            have = jax.device_count()
+            raise UsageError(f"--devices {n}: this machine has {have} device{'s' if have > 1 else ''}; give at most"
+                             f" {have}, or auto")
     else:
         raise UsageError(f"--devices must be auto or a number of devices >= 1, got {devices!r}")
     batch, expert = auto_split(n, n_experts(cfg), cfg.optim.batch)
