@@ -412,6 +412,41 @@ def test_structured_hessian_is_the_hessian_of_the_stacked_residual(block, pde):
     np.testing.assert_allclose(p.curvature(w), S, rtol=1e-8, atol=1e-10 * np.abs(ref).max())
 
 
+def test_a_periodic_problem_by_construction_has_no_rows_and_matches_scipy():
+    """Navier-Stokes on the torus, the initial condition by construction: the experts carry no initial rows
+    (zero for every w) and the PDE has no boundary rows, so each problem is its PDE rows and the ridge alone
+    (one zero row weighed 0 stands in for the rows). Each expert's weights equal a scipy solve of exactly
+    that, written with the PDE's methods."""
+    grid = navier_stokes_grid(5, 8, 8)
+    rng = np.random.default_rng(3)
+    b = jnp.asarray(rng.normal(size=grid.shape + (6,)))
+    u0 = jnp.asarray(rng.normal(size=grid.shape[1:]))
+    pde = NavierStokes2D(viscosity=1e-2)
+    hc = HardConstraint(pde, grid, (1, 2, 2), 50, initial_condition="construction",
+                        row_weights=RowWeights(ridge=1e-3), **TIGHT)
+    problem = hc.problem(b, u0, jax.random.key(2))
+    lin = problem.linearise()
+    np.testing.assert_array_equal(lin.rows, 0.0)
+    np.testing.assert_array_equal(lin.rows_offset, 0.0)
+    assert lin.rows.shape == (1, 6) and np.all(hc.row_scale() == 0.0)
+    out = hc(b, u0, jax.random.key(2))
+    assert np.all(np.asarray(out.solution.status) == RESULTS.successful)
+    B, offset = pde.parametrise(b, u0, grid)
+    s = jnp.asarray(grid.coords("t") / grid.axes[0].hi)[:, None, None]
+    for k in range(4):
+        flat = np.asarray(out.points[k])
+
+        def r(w):
+            u = u0[None] + s * (B @ jnp.asarray(w) + offset)
+            res = pde.residual(pde.terms(u, grid)).ravel()[flat]
+            return np.asarray(jnp.concatenate([np.sqrt(1.0 / len(flat)) * res, 1e-3 * jnp.asarray(w)]))
+
+        w = np.asarray(out.weights[k])
+        ref = scipy.optimize.least_squares(r, w * (1.0 + 0.05 * rng.normal(size=w.shape)), xtol=1e-15,
+                                           ftol=1e-15, gtol=1e-15).x
+        np.testing.assert_allclose(w, ref, rtol=1e-6, atol=1e-6 * np.max(np.abs(ref)))
+
+
 def test_curvature_pairs_become_few_groups_of_term_indices():
     """Each unordered pair once, grouped under the term in the most pairs; an unknown name is refused."""
     from pihc.experts import _curvature_groups

@@ -247,7 +247,7 @@ def test_a_mesh_of_more_devices_than_there_are_is_refused_before_any_compute(tmp
     save_config(tiny_config(tmp_path, **CONFIG), tmp_path / "tiny.yaml")
     assert main(["train", "--config", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "run"),
                  "--devices", "3", "--quiet"]) == 2
-    assert "error: --devices 3: there are 1 devices" in capsys.readouterr().err
+    assert "error: --devices 3: this machine has 1 device; give at most 1" in capsys.readouterr().err
     assert main(["train", "--config", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "run"),
                  "--coordinator", "localhost", "--num-processes", "2", "--process-id", "0", "--quiet"]) == 2
     assert "must be HOST:PORT" in capsys.readouterr().err

@@ -465,6 +465,12 @@ class HardConstraint(eqx.Module):
     def sampler(self) -> PointSampler:
         return PointSampler(self.sampling_domains(), self.n_points)
 
+    @property
+    def _initial_rows(self) -> bool:
+        """Whether the experts carry the initial rows: not by construction, where they are zero for every
+        ``w`` (:class:`~pihc.linearise.RowMap`)."""
+        return self.initial_condition == "rows"
+
     def row_scale(self) -> np.ndarray:
         """(K, n_rows): each expert's weight on each initial/boundary row (``S``'s diagonal).
 
@@ -472,12 +478,13 @@ class HardConstraint(eqx.Module):
         it does not have weighs 0.
         """
         scales = []
-        for points, weight in ((self.pde.initial_row_points(self.grid), self.row_weights.initial),
-                               (self.pde.boundary_row_points(self.grid), self.row_weights.boundary)):
+        initial = [(self.pde.initial_row_points(self.grid), self.row_weights.initial)] if self._initial_rows else []
+        for points, weight in initial + [(self.pde.boundary_row_points(self.grid), self.row_weights.boundary)]:
             mask = _row_masks(np.asarray(points), self.grid.shape, self.splits) if self.row_scope == "local" \
                 else np.ones((self.n_experts, len(points)), bool)
             scales.append(np.sqrt(weight / np.maximum(mask.sum(axis=1, keepdims=True), 1.0)) * mask)
-        return np.concatenate(scales, axis=1)
+        scale = np.concatenate(scales, axis=1)
+        return scale if scale.shape[1] else np.zeros((self.n_experts, 1))  # RowMap's zero row, weighed 0
 
     def problem(self, basis: Float[Array, "*grid N"], u0: Float[Array, "*space"], key: PRNGKeyArray
                 ) -> ExpertsProblem:
@@ -497,7 +504,7 @@ class HardConstraint(eqx.Module):
             with jax.named_scope("sample"):
                 points = self.sampler().sample(key)
             B, offset = parametrise(self.pde, basis.astype(jnp.float64), u0, self.grid, self.initial_condition)
-            return ExpertsProblem(B, offset, RowMap(self.pde, u0, self.grid), points,
+            return ExpertsProblem(B, offset, RowMap(self.pde, u0, self.grid, self._initial_rows), points,
                                   jnp.asarray(self.row_scale()), math.sqrt(self.row_weights.pde / self.n_points),
                                   self.row_weights.ridge, self.mesh, self.expert_loop)
 

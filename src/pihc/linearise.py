@@ -41,15 +41,26 @@ class RowMap(eqx.Module):
 
     Both are affine in ``u``.  The PDE's array fields and ``u0`` are this
     module's array leaves, so they are differentiated like any input.
+    ``initial=False`` leaves the initial rows out: under
+    :func:`initial_by_construction` (``u(t_0) = u0`` for every ``w``) they are
+    zero by the PDE's contract (:meth:`~pihc.pdes.PDE.initial_rows`), and
+    each would still cost its share of every solve (one per point of the
+    first time level, against a few hundred PDE rows per expert).
     """
 
     pde: PDE
     u0: Float[Array, "*space"]
     grid: Grid = eqx.field(static=True)
+    initial: bool = eqx.field(static=True, default=True)
 
     def __call__(self, u: Float[Array, "*grid"]) -> tuple[Float[Array, "*grid n_terms"], Float[Array, " n_rows"]]:
-        rows = jnp.concatenate([self.pde.initial_rows(u, self.u0, self.grid),
-                                self.pde.boundary_rows(u, self.grid)])
+        initial = [self.pde.initial_rows(u, self.u0, self.grid)] if self.initial else []
+        rows = jnp.concatenate(initial + [self.pde.boundary_rows(u, self.grid)])
+        if rows.shape[0] == 0:
+            # No rows at all (periodic, the initial condition by construction): one zero row, which the
+            # layer weighs 0, so that no array of the experts' problems is empty (XLA's sharding pass
+            # refuses an empty operand of the experts' shard_map).
+            rows = jnp.zeros((1,), u.dtype)
         return self.pde.terms(u, self.grid), rows
 
     def at(self, out, points: Int[Array, "*P"]):
