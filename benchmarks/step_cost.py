@@ -70,15 +70,21 @@ def main(argv=None) -> dict:
             cfg_t, _, model_t, _ = load_run(trained[method])
             if cfg_t.model != cfg.model:
                 raise SystemExit(f"error: {trained[method]} was trained with {cfg_t.model}, not {cfg.model}")
-            model = model_t
+            # The trained backbone in the config's model: the constraint is the config's (its --set
+            # options), not the one the run trained with.
+            model = eqx.tree_at(lambda m: m.backbone, model, model_t.backbone)
         opt = make_optimizer(cfg)
         state = opt.init(eqx.filter(model, eqx.is_inexact_array))
         step = make_step(cfg, opt, data.pde, data.grid)
         t0 = time.perf_counter()
         _, _, aux = jax.block_until_ready(step(model, state, u0, keys))
+        layer = getattr(model, "constraint", None)  # the layer timed: the config's
         runs[method] = dict(step=step, model=model, state=state, compile_s=time.perf_counter() - t0, times=[],
                             solver_steps_mean=float(aux["solver_steps_mean"]),
-                            solver_steps_max=int(aux["solver_steps_max"]))
+                            solver_steps_max=int(aux["solver_steps_max"]),
+                            layer=None if layer is None else {
+                                "splits": list(layer.splits), "n_points": layer.n_points,
+                                "time_slabs": layer.time_slabs, "expert_loop": layer.expert_loop})
     for _ in range(a.repeats):  # interleaved, so load changes hit all methods alike
         for method, r in runs.items():
             t0 = time.perf_counter()
@@ -89,7 +95,7 @@ def main(argv=None) -> dict:
     for method, r in runs.items():
         out["methods"][method] = {"median_s": float(np.median(r["times"])), "times_s": r["times"],
                                   "compile_s": r["compile_s"], "solver_steps_mean": r["solver_steps_mean"],
-                                  "solver_steps_max": r["solver_steps_max"]}
+                                  "solver_steps_max": r["solver_steps_max"], "layer": r["layer"]}
     sc = out["methods"]["sc"]["median_s"]
     out["ratio_moe_over_sc"] = out["methods"]["moe"]["median_s"] / sc
     out["ratio_hc_over_sc"] = out["methods"]["hc"]["median_s"] / sc
