@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -44,9 +45,9 @@ def main(argv=None) -> dict:
                    help="a tiny model on an 11 x 64 grid (8 generated samples): a quick check that it runs")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--trained", action="append", default=[], metavar="METHOD=RUN_DIR",
-                   help="time METHOD (sc, hc or moe) with the parameters of a trained run, so the"
-                        " solver's iteration counts are those of training rather than of an"
-                        " untrained basis (repeatable)")
+                   help="time METHOD (sc, hc or moe) as a trained run: its parameters and its settings, with"
+                        " the --set options on top, so the solver's iteration counts are those of training"
+                        " rather than of an untrained basis (repeatable)")
     p.add_argument("--out", default=None, help="JSON file (default benchmarks/out/step_cost[_tiny].json)")
     a = p.parse_args(argv)
     a.out = a.out or f"benchmarks/out/step_cost{'_tiny' if a.small else ''}.json"
@@ -65,14 +66,16 @@ def main(argv=None) -> dict:
         cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, method=method))
         if method == "hc":  # one solve over the whole grid, whatever the MoE config's time slabs
             cfg = dataclasses.replace(cfg, constraint=dataclasses.replace(cfg.constraint, time_slabs=1))
+        if method in trained:
+            # The run's own settings with this command's --set options on top (its layer as trained,
+            # or as --set changes it), on this config's grid and samples.
+            cfg = load_config(Path(trained[method]) / "config.yaml", overrides)
+            if cfg.model.method != method or cfg.data.shape != base.data.shape:
+                raise SystemExit(f"error: {trained[method]} trained {cfg.model.method!r} on {cfg.data.shape}; give"
+                                 f" a {method!r} run on {base.data.shape} for --trained {method}=")
         model = build_model(cfg, data.pde, data.grid, jax.random.key(1))
         if method in trained:
-            cfg_t, _, model_t, _ = load_run(trained[method])
-            if cfg_t.model != cfg.model:
-                raise SystemExit(f"error: {trained[method]} was trained with {cfg_t.model}, not {cfg.model}")
-            # The trained backbone in the config's model: the constraint is the config's (its --set
-            # options), not the one the run trained with.
-            model = eqx.tree_at(lambda m: m.backbone, model, model_t.backbone)
+            model = eqx.tree_at(lambda m: m.backbone, model, load_run(trained[method])[2].backbone)
         opt = make_optimizer(cfg)
         state = opt.init(eqx.filter(model, eqx.is_inexact_array))
         step = make_step(cfg, opt, data.pde, data.grid)

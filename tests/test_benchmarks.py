@@ -82,23 +82,19 @@ def test_constraint_ablation_reproduces_the_evaluation_and_factor_zero_is_the_ro
     assert abs(zero["rel_l2_mean"] - one["rel_l2_mean"]) > 1e-6 * one["rel_l2_mean"]  # the two are distinguishable
 
 
-def test_step_cost_times_a_trained_backbone_in_the_configs_layer(tmp_path, monkeypatch):
-    """``benchmarks/step_cost.py --trained moe=RUN``: the run's backbone, the layer of the config as given
-    (its --set options), not the one the run trained with."""
-    import equinox as eqx
-
+def test_step_cost_times_a_trained_run_with_its_settings_and_the_set_options_on_top(tmp_path, monkeypatch):
+    """``benchmarks/step_cost.py --trained moe=RUN``: the run's layer (40 points, where the config gives 30),
+    with the command's --set options applied to it (experts one after the other); the others from --config."""
     from pihc.training.config import save_config
 
-    cfg = tiny_config(tmp_path, "moe")
-    run = train(cfg, tmp_path / "run", max_steps=2, progress=False, log=lambda s: None)
-    save_config(cfg, tmp_path / "tiny.yaml")
-    _run_benchmark("step_cost", "--config", tmp_path / "tiny.yaml", "--set", "constraint.n_points=20",
-                   "--set", "constraint.expert_loop=sequential", "--trained", f"moe={run}", "--repeats", 1,
-                   "--out", tmp_path / "cost.json", monkeypatch=monkeypatch)
+    run = train(tiny_config(tmp_path, "moe"), tmp_path / "run", max_steps=2, progress=False, log=lambda s: None)
+    save_config(tiny_config(tmp_path, "moe", constraint__n_points=30), tmp_path / "tiny.yaml")
+    _run_benchmark("step_cost", "--config", tmp_path / "tiny.yaml", "--set", "constraint.expert_loop=sequential",
+                   "--trained", f"moe={run}", "--repeats", 1, "--out", tmp_path / "cost.json", monkeypatch=monkeypatch)
     out = json.loads((tmp_path / "cost.json").read_text())["methods"]
-    assert out["moe"]["layer"] == {"splits": [1, 2], "n_points": 20, "time_slabs": 1, "expert_loop": "sequential"}
-    assert out["hc"]["layer"]["splits"] == [1, 1] and out["sc"]["layer"] is None
-    assert cfg.constraint.n_points == 40 and out["moe"]["solver_steps_mean"] > 0
+    assert out["moe"]["layer"] == {"splits": [1, 2], "n_points": 40, "time_slabs": 1, "expert_loop": "sequential"}
+    assert out["hc"]["layer"]["n_points"] == 30 and out["sc"]["layer"] is None
+    assert out["moe"]["solver_steps_mean"] > 0
 
 
 def test_speed_points_times_each_variant_and_skips_points_a_block_cannot_hold(tmp_path, monkeypatch):
