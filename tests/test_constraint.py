@@ -116,7 +116,8 @@ def test_small_initial_damping_solves_a_linear_problem_in_one_step():
     # the stacked rows, built from the PDE's own methods.
     heat = DiffusionSorption(freundlich_k=0.0)
     b, u0 = smooth_basis(seed=4), jnp.full(GRID.shape[1], 0.1)
-    fast = HardConstraint(heat, GRID, (1, 1), 150, row_weights=WEIGHTS, solver=LevenbergMarquardt(rtol=1e-6, atol=1e-14))
+    fast = HardConstraint(heat, GRID, (1, 1), 150, row_weights=WEIGHTS,
+                          solver=LevenbergMarquardt(rtol=1e-6, atol=1e-14))
     slow = HardConstraint(heat, GRID, (1, 1), 150, row_weights=WEIGHTS,
                           solver=LevenbergMarquardt(rtol=1e-6, atol=1e-14, damping=1e-3))
     out_fast, out_slow = fast(b, u0, jax.random.key(0)), slow(b, u0, jax.random.key(0))

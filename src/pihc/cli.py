@@ -503,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="generate data, train the small MoE config, evaluate, report")
     m.add_argument("--out", default="runs/demo", help="the demo's run directory")
     m.add_argument("--max-steps", type=positive, default=None,
-                   help="training steps of the demo, with the schedule scaled to match (default: the demo config's own 1000)")
+                   help="training steps of the demo, with the schedule scaled to match (default: the demo"
+                        " config's own 1000)")
     m.set_defaults(func=_cmd_demo)
 
     c = sub.add_parser("configs", help="list the built-in configs (give one to `pihc train --config NAME`)")
