@@ -35,7 +35,8 @@ def main(argv=None) -> dict:
     import equinox as eqx
 
     jax.config.update("jax_enable_x64", True)
-    from pihc.training import build_model, load_config, load_initial, load_run, make_optimizer, make_step, prepare_data
+    from pihc.training import build_model, load_config, load_initial, make_optimizer, make_step, prepare_data
+    from pihc.training.model import read_model
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="diffusion-sorption/moe-small")
@@ -75,7 +76,10 @@ def main(argv=None) -> dict:
                                  f" a {method!r} run on {base.data.shape} for --trained {method}=")
         model = build_model(cfg, data.pde, data.grid, jax.random.key(1))
         if method in trained:
-            model = eqx.tree_at(lambda m: m.backbone, model, load_run(trained[method])[2].backbone)
+            # Only the backbone is read: the run's own config and checkpoint, no data of its own.
+            run_cfg = load_config(Path(trained[method]) / "config.yaml")
+            backbone = read_model(run_cfg, data.pde, data.grid, trained[method])[0].backbone
+            model = eqx.tree_at(lambda m: m.backbone, model, backbone)
         opt = make_optimizer(cfg)
         state = opt.init(eqx.filter(model, eqx.is_inexact_array))
         step = make_step(cfg, opt, data.pde, data.grid)

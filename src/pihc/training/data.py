@@ -69,14 +69,18 @@ def model_grids(cfg: Config) -> tuple[Grid, Grid | None]:
         raise ConfigError(f"data.train_until = {cfg.data.train_until}: {err}") from None
 
 
+def _generated_shape(g) -> tuple[int, ...]:
+    """The grid shape a generator config ``g`` (``cfg.data.generator()``) makes data on."""
+    return (g.nt, g.nx) + (() if g.ny is None else (g.ny,))
+
+
 def _generated_grid(cfg: Config) -> Grid:
     """The grid ``data.generate`` makes data on."""
-    g = cfg.data.generator()
-    return problem_of(cfg).grid((g.nt, g.nx) + (() if g.ny is None else (g.ny,)))
+    return problem_of(cfg).grid(_generated_shape(cfg.data.generator()))
 
 
 def _generate(cfg: Config, path: Path, g, log, progress: bool) -> None:
-    shape = (g.nt, g.nx) + (() if g.ny is None else (g.ny,))
+    shape = _generated_shape(g)
     log(f"data file {path} not found: generating it ({g.samples} samples at {' x '.join(map(str, shape))},"
         f" seed {g.seed}" + (f", ic {g.ic!r})" if problem_of(cfg).initial is None else ")"))
     check_writable(path, "data.path")
@@ -134,10 +138,10 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
         data_grid.factors_to(whole)  # raises a GridError naming the axis if not an integer multiple
         return PreparedData(configured_pde(problem.source.pde, cfg.pde), grid, data_grid, str(path),
                             np.arange(n_train), test_idx, full_grid)
+    want = generated_pde(cfg)  # the config's pde options checked; None where only the data tell the PDE
     if not path.exists():
-        # What the data will be, checked before they are made: the pde options, a grid that the
-        # model grid divides, enough samples for the split.
-        pde = generated_pde(cfg)
+        # What the data will be, checked before they are made: a grid that the model grid divides,
+        # enough samples for the split.
         g = cfg.data.generator()
         data_grid = _generated_grid(cfg)
         try:
@@ -145,12 +149,11 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print, progress: bool
         except GridError as err:
             raise GridError(f"data.generate makes data on {' x '.join(map(str, data_grid.shape))}: {err}") from None
         n_train, n_test = _split_sizes(cfg, g.samples, "data.generate.samples")
-        if not generate and pde is not None:
-            return PreparedData(pde, grid, data_grid, str(path), np.arange(n_train),
+        if not generate and want is not None:
+            return PreparedData(want, grid, data_grid, str(path), np.arange(n_train),
                                 np.arange(g.samples - n_test, g.samples), full_grid)
         _generate(cfg, path, g, log, progress)
     ds = problem.open(path)
-    want = generated_pde(cfg)
     if want is not None and type(ds.pde) is not type(want):
         raise DataError(f"{path} holds {type(ds.pde).__name__} data; the config's problem {cfg.problem!r} trains on"
                         f" {type(want).__name__}: give a file of it (`pihc data info FILE` names a file's PDE)")
