@@ -125,11 +125,14 @@ class LevenbergMarquardt(eqx.Module):
             neglected part ``S = H - J^T J``.  When an accepted step's
             Gauss-Newton step is still more than ``second_order`` times the
             previous one and already below 5% of ``|w|_inf``, ``S`` is
-            evaluated there once and the remaining steps use the model
-            ``A + S`` (``A`` re-formed at every step): near the solution ``S``
-            changes little, and the convergence becomes close to quadratic.
-            The convergence test is unchanged.  ``None``: Gauss-Newton
-            throughout.
+            evaluated there once and the remaining steps keep the model
+            ``M = A + S`` of that point, the exact Hessian there (a chord,
+            or simplified, Newton method): each of them forms only the cost
+            and the gradient, not ``A``, and near the solution the
+            Hessian changes little, so the convergence is linear with a
+            small rate.  There the convergence test measures the model's
+            step ``|M^{-1} g|_inf`` instead of the Gauss-Newton step.
+            ``None``: Gauss-Newton throughout.
     """
 
     max_steps: int = 100
@@ -182,6 +185,11 @@ class LevenbergMarquardt(eqx.Module):
             return size <= self.atol + self.rtol * jnp.max(jnp.abs(w))
 
         size0 = gn_size(w0, A0, g0)
+
+        def model_size(M, A, g):
+            # The frozen model's step; the Gauss-Newton one where M is not positive definite.
+            step = _gauss_newton_step(M, g)
+            return jnp.max(jnp.abs(jnp.where(jnp.all(jnp.isfinite(step)), step, _gauss_newton_step(A, g))))
         init = dict(w=w0, g=g0, A=A0, cost=cost0,
                     mu=jnp.asarray(self.damping, w0.dtype), nu=jnp.asarray(2.0, w0.dtype),
                     step=jnp.asarray(0), done=converged(w0, size0) | ~finite0, size=size0,
@@ -198,6 +206,10 @@ class LevenbergMarquardt(eqx.Module):
                 M = jnp.where(fallback, s["A"], M)
             w_new = s["w"] + delta
             cost_new, g_new, A_new = normal_equations(w_new)
+            if S is not None:
+                # The model stays that of the switch: A at the new point is never read, so XLA never
+                # forms it (the m x n^2 product that dominates a step), only the cost and gradient.
+                A_new = s["A"]
             # Predicted reduction of the quadratic model: -(g.d + d.M.d / 2) > 0.
             pred = -(s["g"] @ delta + 0.5 * delta @ (M @ delta))
             rho = (s["cost"] - cost_new) / jnp.where(pred > 0, pred, 1.0)
@@ -206,7 +218,7 @@ class LevenbergMarquardt(eqx.Module):
             tiny = pred <= 16.0 * eps * s["cost"]
             ok = _finite(cost_new, g_new, A_new) & (pred > 0) & ((rho > 0) | tiny)
             mu_ok = s["mu"] * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * jnp.clip(rho, 0.0, 1.0) - 1.0) ** 3)
-            size_new = gn_size(w_new, A_new, g_new)
+            size_new = gn_size(w_new, A_new, g_new) if S is None else model_size(M, s["A"], g_new)
             done = ok & converged(w_new, size_new)
             # Linear convergence: the Gauss-Newton step shrank by less than
             # second_order, and w is already close (5% of |w|).
