@@ -131,8 +131,11 @@ class LevenbergMarquardt(eqx.Module):
             and the gradient, not ``A``, and near the solution the
             Hessian changes little, so the convergence is linear with a
             small rate.  There the convergence test measures the model's
-            step ``|M^{-1} g|_inf`` instead of the Gauss-Newton step.
-            ``None``: Gauss-Newton throughout.
+            step ``|M^{-1} g|_inf`` instead of the Gauss-Newton step.  Once
+            a step is rejected or shrinks the model's step by less than
+            0.3 (a switch where the Hessian still changes, as early in
+            training), the remaining steps re-form ``A`` at every step and
+            keep ``S``.  ``None``: Gauss-Newton throughout.
     """
 
     max_steps: int = 100
