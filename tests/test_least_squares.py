@@ -214,3 +214,31 @@ def test_second_order_model_reaches_scipys_minimiser_in_fewer_steps():
     np.testing.assert_array_equal(both.num_steps, [second.num_steps, exact.num_steps])
     np.testing.assert_allclose(both.value[0], second.value, rtol=1e-12)
     np.testing.assert_allclose(both.value[1], [2.0, 1.3, 0.1], rtol=1e-9)
+
+
+def test_a_frozen_second_order_model_that_converges_slowly_gives_way_to_re_formed_ones(monkeypatch):
+    """After the switch the solver keeps the model ``A + S`` of the switch point while each step shrinks
+    the model's step at least 0.3 times; on this noisy fit the switch comes early, and the solve with
+    that fallback reaches scipy's minimiser in fewer steps than with the model kept frozen throughout."""
+    import importlib
+
+    ls = importlib.import_module("pihc.least_squares")
+    t = jnp.linspace(0.0, 2.0, 60)
+    y = jnp.asarray(7.0 * np.exp(-2.7 * np.asarray(t)) + 4.5 * np.random.default_rng(1).normal(size=60))
+    r = lambda w: w[0] * jnp.exp(-w[1] * t) + w[2] * t - y  # noqa: E731
+
+    def normal(w):
+        J = jax.jacfwd(r)(w)
+        return 0.5 * r(w) @ r(w), J.T @ r(w), J.T @ J
+
+    hessian = jax.hessian(lambda w: 0.5 * jnp.sum(r(w) ** 2))
+    solver, w0 = LevenbergMarquardt(rtol=1e-11, atol=1e-14, max_steps=200), jnp.asarray([1.0, 1.0, 0.0])
+    fallback = solver.solve(normal, w0, hessian)
+    monkeypatch.setattr(ls, "_CHORD_RATE", float("inf"))
+    frozen = solver.solve(normal, w0, hessian)
+    ref = scipy.optimize.least_squares(lambda w: np.asarray(r(jnp.asarray(w))), np.asarray(w0),
+                                       xtol=1e-15, ftol=1e-15, gtol=1e-15).x
+    assert fallback.converged and frozen.converged
+    assert fallback.num_steps + 3 <= frozen.num_steps
+    np.testing.assert_allclose(fallback.value, ref, rtol=1e-6)
+    np.testing.assert_allclose(fallback.value, frozen.value, rtol=1e-9)
