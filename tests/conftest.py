@@ -28,6 +28,7 @@ tiny programs compile faster than they run slower. The tests' references
 flags) hold at either level.
 """
 
+import gc
 import os
 import shutil
 import tempfile
@@ -82,3 +83,21 @@ def unchecked():
         yield
     finally:
         jaxtyping.config.update("jaxtyping_disable", before)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    Each XLA CPU executable keeps memory mappings of its own (its JIT-compiled
+    code), and JAX keeps every executable it has compiled while the function
+    lives in its caches. One process running the suite reached Linux's default
+    limit of 65,530 mappings per process (``vm.max_map_count``) about halfway
+    through, where the next compilation's ``mmap`` failed and the process
+    died in XLA (a segmentation fault or an abort). Cleared per module, the
+    count stays at what one module needs; a program compiled again is read
+    back from the suite's disk cache.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
