@@ -34,8 +34,9 @@ def write_reference(path, u: np.ndarray, grid: Grid, seeds, config: dict) -> Pat
     grid.check(u[0], what="a reference solution")
     if not np.all(np.isfinite(u)):
         bad = np.flatnonzero(~np.isfinite(u).reshape(len(u), -1).all(axis=1))
-        raise DataError(f"the reference solver returned NaN or Inf for seeds {[int(s) for s in np.asarray(seeds)[bad]]};"
-                        " nothing was written. Check the solver's time step and resolution")
+        raise DataError("the reference solver returned NaN or Inf for seeds"
+                        f" {[int(s) for s in np.asarray(seeds)[bad]]}; nothing was written. Check the solver's"
+                        " time step and resolution")
     return write_pdebench(path, [u], grid, config, len(u),
                           attrs={"grid": json.dumps(grid.to_dict()), "seeds": np.asarray(seeds, np.int64)})
 

@@ -162,8 +162,9 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
             try:
                 data.data_grid.factors_to(new_grid)
             except GridError as err:
-                raise GridError(f"{err}. The run's data ({data.path}) cannot be scored on {' x '.join(map(str, target))};"
-                                " give data on that grid or an integer multiple of it with --data") from None
+                raise GridError(f"{err}. The run's data ({data.path}) cannot be scored on"
+                                f" {' x '.join(map(str, target))}; give data on that grid or an integer multiple"
+                                " of it with --data") from None
         if grid is not None:
             suffix = "-" + "x".join(map(str, grid)) + tag
     if data_path is not None:
@@ -220,7 +221,8 @@ def evaluate(run_dir: str | Path, *, data_path: str | None = None, json_out: str
     inner = ~seams & domain
     out = {
         "run": str(run_dir), "step": meta["step"], "method": cfg.model.method,
-        "data": data.path, "split": split, "samples": int(len(idx)), "grid": list(grid.shape), "trained_grid": trained_grid,
+        "data": data.path, "split": split, "samples": int(len(idx)), "grid": list(grid.shape),
+        "trained_grid": trained_grid,
         "rel_l2_mean": float(rel.mean()), "rel_l2_std": float(rel.std()),
         "rel_l2_median": float(np.median(rel)), "rel_l2_max": float(rel.max()),
         "rel_l2_over_time": rel_t.mean(0).tolist(),

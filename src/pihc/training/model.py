@@ -37,8 +37,8 @@ def build_model(cfg: Config, pde: PDE, grid: Grid, key) -> eqx.Module:
     mc = cfg.model
     out = 1 if mc.method == "sc" else mc.n_basis
     try:
-        backbone = FNO(feature_count(grid.ndim, mc.features), out, width=mc.width, modes=tuple(mc.modes), n_layers=mc.layers,
-                       padding=tuple(mc.padding), key=key, dtype=mc.dtype)
+        backbone = FNO(feature_count(grid.ndim, mc.features), out, width=mc.width, modes=tuple(mc.modes),
+                       n_layers=mc.layers, padding=tuple(mc.padding), key=key, dtype=mc.dtype)
         backbone.check(grid.shape)
     except ValueError as err:
         raise ConfigError(f"model (modes {tuple(mc.modes)}, padding {tuple(mc.padding)}) does not fit"

@@ -74,8 +74,10 @@ def write_report(run_dir: str | Path) -> Path:
         lines += ["", "## Evaluation", "",
                   f"On {ev['samples']} held-out samples of `{ev['data']}` at step {ev['step']}:", "",
                   "| metric | value |", "|---|---|",
-                  f"| relative L2 error (mean +- std) | {100 * ev['rel_l2_mean']:.2f}% +- {100 * ev['rel_l2_std']:.2f}% |",
-                  f"| relative L2 error (median / max) | {100 * ev['rel_l2_median']:.2f}% / {100 * ev['rel_l2_max']:.2f}% |",
+                  f"| relative L2 error (mean +- std) | {100 * ev['rel_l2_mean']:.2f}%"
+                  f" +- {100 * ev['rel_l2_std']:.2f}% |",
+                  f"| relative L2 error (median / max) | {100 * ev['rel_l2_median']:.2f}%"
+                  f" / {100 * ev['rel_l2_max']:.2f}% |",
                   *([f"| relative L2 error for {ev['window']['t_from']:g} < t <= {ev['window']['t_to']:g}"
                       f" ({ev['window']['times']} times; trained on t <= {ev['window']['trained_until']:g}) |"
                       f" {100 * ev['window']['rel_l2_mean']:.2f}% +- {100 * ev['window']['rel_l2_std']:.2f}% |"]
@@ -91,10 +93,12 @@ def write_report(run_dir: str | Path) -> Path:
                   f"| mean squared PDE residual | {ev['residual']['pde']:.3g} |",
                   *([f"| mean squared PDE residual of the numerical solution | {ev['residual_of_truth']['pde']:.3g} |"]
                     if "residual_of_truth" in ev else []),
-                  f"| mean squared initial / boundary rows | {ev['residual']['initial']:.3g} / {ev['residual']['boundary']:.3g} |",
+                  f"| mean squared initial / boundary rows | {ev['residual']['initial']:.3g}"
+                  f" / {ev['residual']['boundary']:.3g} |",
                   f"| inference s/sample | {ev['timing']['inference_s_per_sample']:.4f} |"]
         if "numerical_solver_s_per_sample" in ev["timing"]:
-            lines.append(f"| numerical solver s/sample (as generated, output {ev['timing']['numerical_solver_output_grid']}) |"
+            lines.append("| numerical solver s/sample (as generated, output"
+                         f" {ev['timing']['numerical_solver_output_grid']}) |"
                          f" {ev['timing']['numerical_solver_s_per_sample']:.4f} |")
         s = ev["seams"]
         if s.get("mean_abs_residual_near_seams") is not None and s.get("mean_abs_residual_interior") is not None:
