@@ -68,6 +68,25 @@ def refused(capsys, code: int, match: str, *args) -> str:
     return lines[0]
 
 
+def test_a_generator_setting_is_refused_before_the_data_are_said_to_be_generated(files, capsys, tmp_path):
+    """A setting the generator refuses gets its one error line, and stdout does not announce the generation
+    (diffusion-sorption and Navier-Stokes, whose checks run before anything is made)."""
+    _, cfg = files
+    new = tmp_path / "new.h5"
+    for config, setting, match in [
+            (cfg, "data.generate.seed=-1", "seed must be >= 0, got -1"),
+            (cfg, "data.generate.ic=bogus", "data.generate: unknown initial-condition family 'bogus'"),
+            ("navier-stokes/sc-small", "data.generate.constants.viscosity=-1",
+             "data.generate: viscosity must be a positive number, got -1"),
+            ("navier-stokes/sc-small", "data.generate.solve_nx=100",
+             "data.generate: solve_nx must be a multiple of nx = 64")]:
+        rc, out, err = run_cli(capsys, "train", "--config", config, "--out", tmp_path / "run", "--set",
+                               f"data.path={new}", "--set", setting)
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and match in err, err
+        assert "generating" not in out, out
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no run, no data
+
+
 def test_bad_arguments_and_configs_are_refused_before_compute(files, capsys, tmp_path):
     tmp, cfg = files
     out = tmp_path / "out"

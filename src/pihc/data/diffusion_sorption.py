@@ -193,6 +193,16 @@ def _solve_batch(args):
     return np.stack([fine.restrict(v, factors) for v in u])
 
 
+def check_generate_args(*, samples, nx, nt, seed, ic, batch=1) -> None:
+    """Raise ValueError naming the first bad argument of :func:`generate_diffusion_sorption` (no compute)."""
+    for name, v, lo in (("samples", samples, 1), ("nx", nx, 2), ("nt", nt, 2), ("batch", batch, 1),
+                        ("seed", seed, 0)):
+        if v < lo:
+            raise ValueError(f"{name} must be >= {lo}, got {v}")
+    if ic not in IC_FAMILIES:
+        raise ValueError(f"unknown initial-condition family {ic!r}; choose from {IC_FAMILIES}")
+
+
 def generate_diffusion_sorption(path, *, samples: int, nx: int = SOLVE_NX, nt: int = SOLVE_NT,
                                 seed: int = 0, ic: str = "pdebench", batch: int = 4,
                                 pde: DiffusionSorption = DiffusionSorption(), t_max: float = 500.0,
@@ -213,12 +223,7 @@ def generate_diffusion_sorption(path, *, samples: int, nx: int = SOLVE_NX, nt: i
     """
     from .hdf5 import write_pdebench
 
-    for name, v, lo in (("samples", samples, 1), ("nx", nx, 2), ("nt", nt, 2), ("batch", batch, 1),
-                        ("seed", seed, 0)):
-        if v < lo:
-            raise ValueError(f"{name} must be >= {lo}, got {v}")
-    if ic not in IC_FAMILIES:
-        raise ValueError(f"unknown initial-condition family {ic!r}; choose from {IC_FAMILIES}")
+    check_generate_args(samples=samples, nx=nx, nt=nt, seed=seed, ic=ic, batch=batch)
     check_writable(path, "the dataset file")  # before the solves, not after
     target = diffusion_sorption_grid(nt, nx, t_max)
     fine_nx = SOLVE_NX if SOLVE_NX % nx == 0 else nx

@@ -283,14 +283,15 @@ def generate_navier_stokes(path, *, samples: int, nx: int = 64, ny: int | None =
 
 def check_generate_args(*, samples, nx, ny, nt, t_end, viscosity, seed, solve_nx=None, substeps=None,
                         batch=1, dtype="float32") -> None:
-    """Raise ValueError naming the first bad argument of :func:`generate_navier_stokes` (no compute)."""
+    """Raise ValueError naming the first bad argument of :func:`generate_navier_stokes` (no compute;
+    ``t_end`` or ``viscosity`` None: not checked)."""
     for name, v, lo in (("samples", samples, 1), ("nx", nx, 4), ("ny", ny, 4), ("nt", nt, 2),
                         ("batch", batch, 1), ("seed", seed, 0)):
         if int(v) != v or v < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v}")
-    if not (math.isfinite(t_end) and t_end > 0):
+    if t_end is not None and not (math.isfinite(t_end) and t_end > 0):
         raise ValueError(f"t_end must be a positive number, got {t_end}")
-    if not (math.isfinite(viscosity) and viscosity > 0):
+    if viscosity is not None and not (math.isfinite(viscosity) and viscosity > 0):
         raise ValueError(f"viscosity must be a positive number, got {viscosity}")
     if solve_nx is not None and (int(solve_nx) != solve_nx or solve_nx < nx or solve_nx % nx):
         raise ValueError(f"solve_nx must be a multiple of nx = {nx} (the output points are a subset of the"

@@ -80,16 +80,23 @@ def _generated_grid(cfg: Config) -> Grid:
 
 
 def _generate(cfg: Config, path: Path, g, log, progress: bool) -> None:
+    problem = problem_of(cfg)
+
+    def checked(run):
+        try:
+            return run()
+        except ValueError as err:  # the generator's own checks (e.g. an unknown ic)
+            if isinstance(err, GridError) or type(err).__name__ == "DataError":
+                raise
+            raise ConfigError(f"data.generate: {err}") from None
+
+    if problem.check is not None:  # before saying it generates
+        checked(lambda: problem.check(g))
+    check_writable(path, "data.path")
     shape = _generated_shape(g)
     log(f"data file {path} not found: generating it ({g.samples} samples at {' x '.join(map(str, shape))},"
-        f" seed {g.seed}" + (f", ic {g.ic!r})" if problem_of(cfg).initial is None else ")"))
-    check_writable(path, "data.path")
-    try:
-        problem_of(cfg).generate(path, g, progress=progress)
-    except ValueError as err:  # the generator's own checks (e.g. an unknown ic)
-        if isinstance(err, GridError) or type(err).__name__ == "DataError":
-            raise
-        raise ConfigError(f"data.generate: {err}") from None
+        f" seed {g.seed}" + (f", ic {g.ic!r})" if problem.initial is None else ")"))
+    checked(lambda: problem.generate(path, g, progress=progress))
 
 
 def _split_sizes(cfg: Config, n: int, what: str) -> tuple[int, int]:

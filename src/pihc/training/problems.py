@@ -45,6 +45,8 @@ class Problem:
         pde: optional ``constants -> PDE``: the PDE whose data ``generate`` writes, given
             ``data.generate.constants``; lets a config's ``pde`` options be checked before
             the data are generated.
+        check: optional ``GeneratorConfig -> None``: raises ValueError naming a setting
+            ``generate`` would refuse, without any compute (``generate`` checks them too).
     """
 
     open: Callable[[Path], Any]
@@ -54,6 +56,7 @@ class Problem:
     initial: Callable[[np.ndarray, Grid], np.ndarray] | None = None
     source: Any = None
     pde: Callable[[dict], Any] | None = None
+    check: Callable[[GeneratorConfig], None] | None = None
 
 
 def _ds_open(path):
@@ -62,14 +65,20 @@ def _ds_open(path):
     return open_dataset(path)
 
 
-def _ds_generate(path, g: GeneratorConfig, progress: bool = True):
-    from ..data.diffusion_sorption import generate_diffusion_sorption
+def _ds_check(g: GeneratorConfig) -> None:
+    from ..data.diffusion_sorption import check_generate_args
 
     unused = [k for k in ("ny", "solve_nx") if getattr(g, k) is not None] + (["constants"] if g.constants else [])
     if unused:  # a setting that would be silently ignored
         raise ValueError(f"{', '.join(unused)}: not settings of the diffusion-sorption generator (it takes"
                          " samples, nx, nt, seed and ic); remove them")
+    check_generate_args(samples=g.samples, nx=g.nx, nt=g.nt, seed=g.seed, ic=g.ic)
 
+
+def _ds_generate(path, g: GeneratorConfig, progress: bool = True):
+    from ..data.diffusion_sorption import generate_diffusion_sorption
+
+    _ds_check(g)
     return generate_diffusion_sorption(path, samples=g.samples, nx=g.nx, nt=g.nt, seed=g.seed, ic=g.ic,
                                        progress=progress)
 
@@ -86,8 +95,8 @@ def _ds_grid(shape):
     return diffusion_sorption_grid(*shape)
 
 
-def _ns_generate(path, g: GeneratorConfig, progress: bool = True):
-    from ..data.navier_stokes import generate_navier_stokes
+def _ns_check(g: GeneratorConfig) -> None:
+    from ..data.navier_stokes import check_generate_args
 
     unknown = sorted(set(g.constants) - {"viscosity"})
     if unknown:
@@ -95,6 +104,14 @@ def _ns_generate(path, g: GeneratorConfig, progress: bool = True):
     if g.ic != "grf":
         raise ValueError(f"ic {g.ic!r}: the Navier-Stokes generator draws its initial vorticity from the"
                          " periodic Gaussian random field only; set ic: grf")
+    check_generate_args(samples=g.samples, nx=g.nx, ny=g.nx if g.ny is None else g.ny, nt=g.nt, t_end=None,
+                        viscosity=g.constants.get("viscosity"), seed=g.seed, solve_nx=g.solve_nx)
+
+
+def _ns_generate(path, g: GeneratorConfig, progress: bool = True):
+    from ..data.navier_stokes import generate_navier_stokes
+
+    _ns_check(g)
     return generate_navier_stokes(path, samples=g.samples, nx=g.nx, ny=g.ny, nt=g.nt, seed=g.seed,
                                   solve_nx=g.solve_nx, progress=progress, **g.constants)
 
@@ -137,9 +154,9 @@ def _ns_grid(shape):
 
 _PROBLEMS: dict[str, Problem] = {
     "diffusion-sorption": Problem(open=_ds_open, generate=_ds_generate, grid=_ds_grid,
-                                  solve=_ds_solve, pde=_ds_pde),
+                                  solve=_ds_solve, pde=_ds_pde, check=_ds_check),
     "navier-stokes": Problem(open=_ds_open, generate=_ns_generate, grid=_ns_grid, solve=_ns_solve,
-                             pde=_ns_pde),
+                             pde=_ns_pde, check=_ns_check),
 }
 
 
