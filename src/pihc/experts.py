@@ -18,6 +18,7 @@ expert has (``S`` is zero on rows it does not fit), and ``rho`` is the ridge.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import NamedTuple
 
@@ -95,6 +96,8 @@ class ExpertProblem(eqx.Module):
             :meth:`hessian`): each block's products are formed while its ``Phi`` is in cache.
             None (default): a ``Phi`` of at most 1.5 MiB is one block, without a loop; a larger
             one goes in blocks of 320 KiB (128 points for N = 64 and five terms).
+        sliced: ``phi`` is a block of a larger one (set by the passes over blocks), which
+            :meth:`phi_times` reads in the layout of the Jacobian's product.
     """
 
     # Stacked (``HardConstraint``'s K experts) phi, c and row_scale carry the
@@ -108,9 +111,16 @@ class ExpertProblem(eqx.Module):
     pde_scale: float = eqx.field(static=True)
     ridge: float = eqx.field(static=True)
     block: int | None = eqx.field(static=True, default=None)
+    sliced: bool = eqx.field(static=True, default=False)
 
     def phi_times(self, x: Float[Array, " N"]) -> Float[Array, "m n_terms"]:
         """``Phi_j x`` at every point: the terms' linear part."""
+        if self.sliced:
+            # A block sliced out of the whole Phi (_over_points) is copied for each product that reads
+            # it in a layout of its own: as one matrix-vector product (points * terms, N) the terms
+            # took a second copy beside the (points, terms, N) one of J's batched product. Batched
+            # over the points too, both read the same copy (the same sums, in the same order).
+            return jnp.einsum("mtn,mn->mt", self.phi, jnp.broadcast_to(x, (self.phi.shape[0], x.shape[0])))
         return jnp.einsum("mtn,n->mt", self.phi, x)
 
     def terms(self, w: Float[Array, " N"]) -> Float[Array, "m n_terms"]:
@@ -261,7 +271,8 @@ class ExpertProblem(eqx.Module):
 
         def on(start, length):
             take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, length)  # noqa: E731
-            return part(eqx.tree_at(lambda p: (p.phi, p.c), self, (take(self.phi), take(self.c))))
+            block = eqx.tree_at(lambda p: (p.phi, p.c), self, (take(self.phi), take(self.c)))
+            return part(dataclasses.replace(block, sliced=size < m))
 
         total = on(0, size)
         if full > 1:
