@@ -248,7 +248,11 @@ class ExpertProblem(eqx.Module):
         for a, bs in groups:
             left.append(self.phi[:, a, :])
             right.append(sum(c * K[:, a, b, None] * self.phi[:, b, :] for b, c in bs))
-        Y = jnp.concatenate(left).T @ jnp.concatenate(right)
+        if self.sliced:
+            # A block of a larger Phi: concatenated, its parts would be copied a second time.
+            Y = sum(a.T @ b for a, b in zip(left, right))
+        else:
+            Y = jnp.concatenate(left).T @ jnp.concatenate(right)
         return Y + Y.T
 
     def _over_points(self, part):
