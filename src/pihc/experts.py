@@ -223,7 +223,8 @@ class ExpertProblem(eqx.Module):
                 \;(+\, \tfrac12 J_0^T J_0), \quad c_{ab} = \tfrac12 \text{ if } a = b \text{ else } 1,
 
         one product of length (groups [+ 1]) x points: for Navier-Stokes 2 (3)
-        against 5 for the whole per-point matrix.  Without the pairs, or
+        against 5 for the whole per-point matrix (for a block sliced out of a
+        larger ``Phi``, one product per part, summed).  Without the pairs, or
         where they save nothing, it is ``Phi^T (M Phi)`` with ``M_j`` the whole
         ``F_j grad^2 F_j`` (``+ dF_j dF_j^T``), as one (points * terms)-long
         product of 2-D arrays: as ``einsum("mtn,mtk->nk")`` XLA's CPU backend
